@@ -1,0 +1,103 @@
+"""Events → OpenAI Chat Completions JSON (``chat.completion`` and ``chat.completion.chunk``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.openai_format import chat_logprobs, usage_json
+from dataplane.types import (
+    Completion,
+    Event,
+    Finished,
+    ReasoningDelta,
+    Started,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+
+def chat_completion(done: Completion) -> dict[str, Any]:
+    choices = []
+    for c in done.choices:
+        message: dict[str, Any] = {"role": "assistant", "content": c.text}
+        if c.reasoning:
+            message["reasoning_content"] = c.reasoning
+        if c.tool_calls:
+            message["tool_calls"] = [
+                {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+                for t in c.tool_calls
+            ]
+        choices.append({
+            "index": c.index,
+            "message": message,
+            "logprobs": chat_logprobs(c.logprobs) if c.logprobs else None,
+            "finish_reason": c.finish_reason,
+            "matched_stop": c.matched_stop,
+        })
+    return {
+        "id": done.started.request_id,
+        "object": "chat.completion",
+        "created": done.started.created,
+        "model": done.started.model,
+        "choices": choices,
+        "usage": usage_json(done.usage),
+    }
+
+
+class ChatChunks:
+    """Turns one request's events into ``chat.completion.chunk`` payloads."""
+
+    def __init__(self, started: Started, include_usage: bool) -> None:
+        self._base = {"id": started.request_id, "object": "chat.completion.chunk", "created": started.created,
+                      "model": started.model}
+        self._include_usage = include_usage
+        self._greeted: set[int] = set()
+
+    def on_event(self, event: Event) -> list[dict[str, Any]]:
+        match event:
+            case TextDelta(index=i, text=text):
+                delta: dict[str, Any] = {"content": text}
+                logprobs = chat_logprobs(event.logprobs) if event.logprobs else None
+                return self._chunks(i, delta, logprobs=logprobs)
+            case ReasoningDelta(index=i, text=text):
+                return self._chunks(i, {"reasoning_content": text})
+            case ToolCallDelta(index=i):
+                call: dict[str, Any] = {"index": event.tool_index, "function": {"arguments": event.arguments_delta}}
+                if event.id is not None:
+                    call |= {"id": event.id, "type": "function"}
+                if event.name is not None:
+                    call["function"]["name"] = event.name
+                return self._chunks(i, {"tool_calls": [call]})
+            case Finished(index=i):
+                return self._chunks(i, {}, finish=event)
+            case Usage():
+                if not self._include_usage:
+                    return []
+                return [{**self._base, "choices": [], "usage": usage_json(event)}]
+            case Started():
+                return []
+
+    def _chunks(
+        self, index: int, delta: dict[str, Any], *, logprobs: Any = None, finish: Finished | None = None
+    ) -> list[dict[str, Any]]:
+        out = []
+        if index not in self._greeted:
+            # OpenAI opens every choice with the role (and empty content) before any text.
+            self._greeted.add(index)
+            out.append(self._chunk(index, {"role": "assistant", "content": ""}))
+        if delta or finish is not None:
+            out.append(self._chunk(index, delta, logprobs, finish))
+        return out
+
+    def _chunk(
+        self, index: int, delta: dict[str, Any], logprobs: Any = None, finish: Finished | None = None
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs,
+                                  "finish_reason": finish.reason if finish else None}
+        if finish is not None:
+            choice["matched_stop"] = finish.matched_stop
+        chunk = {**self._base, "choices": [choice]}
+        if self._include_usage:
+            chunk["usage"] = None
+        return chunk

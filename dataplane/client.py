@@ -1,0 +1,209 @@
+"""The only module that speaks to workers over gRPC (grpclib + the generated betterproto2 stubs).
+
+``SglangClient`` encodes a ``WireRequest`` into SGLang's ``GenerateRequest`` and decodes the response
+stream into engine-neutral ``Chunk``/``Complete`` values. Expected failures (a ``GRPCError`` with a status,
+a refused or dropped connection) become ``WorkerError`` with the HTTP status the gRPC status maps to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping
+from typing import Protocol
+
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+
+from dataplane.errors import WorkerError
+from dataplane.types import Chunk, Complete, LogprobBlock, WireRequest, WorkerInfo, WorkerMessage
+from proto._gen.sglang.grpc import scheduler as sglang
+
+GRPC_TO_HTTP: Mapping[Status, int] = {
+    Status.INVALID_ARGUMENT: 400,
+    Status.FAILED_PRECONDITION: 400,
+    Status.OUT_OF_RANGE: 400,
+    Status.CANCELLED: 400,
+    Status.UNAUTHENTICATED: 401,
+    Status.PERMISSION_DENIED: 403,
+    Status.NOT_FOUND: 404,
+    Status.ALREADY_EXISTS: 409,
+    Status.ABORTED: 409,
+    Status.RESOURCE_EXHAUSTED: 429,
+    Status.UNAVAILABLE: 503,
+    Status.DEADLINE_EXCEEDED: 504,
+    Status.UNIMPLEMENTED: 501,
+}
+_GENERATE = "/sglang.grpc.scheduler.SglangScheduler/Generate"
+
+
+def worker_error(exc: BaseException, worker: str) -> WorkerError:
+    """Map a transport failure to a ``WorkerError`` carrying the equivalent HTTP status."""
+    if isinstance(exc, GRPCError):
+        return WorkerError(
+            f"worker {worker} failed: {exc.status.name}: {exc.message or ''}".rstrip(": "),
+            status=GRPC_TO_HTTP.get(exc.status, 500),
+            grpc_status=exc.status.name,
+        )
+    if isinstance(exc, StreamTerminatedError):
+        return WorkerError(f"worker {worker} dropped the stream: {exc}", status=502, grpc_status="UNAVAILABLE")
+    return WorkerError(f"worker {worker} unreachable: {exc}", status=503, grpc_status="UNAVAILABLE")
+
+
+class WorkerClient(Protocol):
+    """What the data plane needs from a worker connection (the seam tests replace with a fake)."""
+
+    address: str
+
+    def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]: ...
+    async def abort(self, request_id: str, reason: str) -> bool: ...
+    async def health(self, timeout: float) -> bool: ...
+    async def model_info(self, timeout: float) -> WorkerInfo: ...
+    def close(self) -> None: ...
+
+
+class SglangClient:
+    """A worker speaking ``sglang.grpc.scheduler.SglangScheduler`` (SGLang ``--grpc-mode`` and compatibles)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.address = f"grpc://{host}:{port}"
+        self._channel = Channel(host, port)
+        self._stub = sglang.SglangSchedulerStub(self._channel)
+
+    async def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
+        """Stream the worker's answer. Leaving the iteration early cancels the gRPC stream."""
+        message = _encode(request)
+        try:
+            async with self._channel.request(
+                _GENERATE,
+                Cardinality.UNARY_STREAM,
+                sglang.GenerateRequest,
+                sglang.GenerateResponse,
+                metadata=dict(request.metadata) or None,
+            ) as stream:
+                await stream.send_message(message, end=True)
+                while (reply := await stream.recv_message()) is not None:
+                    if (chunk := reply.chunk) is not None:
+                        yield _chunk(chunk)
+                    elif (complete := reply.complete) is not None:
+                        yield _complete(complete)
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+
+    async def abort(self, request_id: str, reason: str) -> bool:
+        try:
+            reply = await self._stub.abort(sglang.AbortRequest(request_id=request_id, reason=reason), timeout=5)
+        except (GRPCError, StreamTerminatedError, OSError, asyncio.TimeoutError):
+            return False
+        return reply.success
+
+    async def health(self, timeout: float) -> bool:
+        try:
+            reply = await self._stub.health_check(timeout=timeout)
+        except (GRPCError, StreamTerminatedError, OSError, asyncio.TimeoutError):
+            return False
+        return reply.healthy
+
+    async def model_info(self, timeout: float) -> WorkerInfo:
+        try:
+            info = await self._stub.get_model_info(timeout=timeout)
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+        return WorkerInfo(
+            served_model_name=info.served_model_name,
+            model_path=info.model_path,
+            tokenizer_path=info.tokenizer_path,
+            max_context_length=info.max_context_length,
+            eos_token_ids=tuple(info.eos_token_ids),
+            weight_version=info.weight_version or "default",
+        )
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _encode(request: WireRequest) -> sglang.GenerateRequest:
+    # Proto3 zeros are not SGLang's defaults, so every knob is set explicitly.
+    s = request.sampling
+    params = sglang.SamplingParams(
+        temperature=1.0 if s.temperature is None else s.temperature,
+        top_p=1.0 if s.top_p is None else s.top_p,
+        top_k=-1 if s.top_k is None else s.top_k,
+        min_p=s.min_p or 0.0,
+        frequency_penalty=s.frequency_penalty,
+        presence_penalty=s.presence_penalty,
+        repetition_penalty=1.0 if s.repetition_penalty is None else s.repetition_penalty,
+        max_new_tokens=s.max_tokens,
+        stop_token_ids=list(request.stop_token_ids),
+        skip_special_tokens=True,
+        spaces_between_special_tokens=True,
+        n=s.n,
+        min_new_tokens=s.min_tokens,
+        ignore_eos=s.ignore_eos,
+        no_stop_trim=s.no_stop_trim,
+        logit_bias=dict(s.logit_bias),
+    )
+    return sglang.GenerateRequest(
+        request_id=request.request_id,
+        tokenized=sglang.TokenizedInput(original_text=request.original_text, input_ids=request.input_ids),
+        sampling_params=params,
+        return_logprob=s.logprobs,
+        top_logprobs_num=s.top_logprobs,
+        logprob_start_len=-1,
+        stream=request.stream,
+        require_reasoning=request.require_reasoning,
+    )
+
+
+def _logprobs(block: sglang.OutputLogProbs | None) -> LogprobBlock | None:
+    if block is None or not block.token_ids:
+        return None
+    return LogprobBlock(
+        token_ids=list(block.token_ids),
+        logprobs=list(block.token_logprobs),
+        top=[(list(t.token_ids), list(t.values)) for t in block.top_logprobs],
+    )
+
+
+def _chunk(chunk: sglang.GenerateStreamChunk) -> Chunk:
+    return Chunk(
+        index=chunk.index,
+        token_ids=chunk.token_ids,
+        prompt_tokens=chunk.prompt_tokens,
+        completion_tokens=chunk.completion_tokens,
+        cached_tokens=chunk.cached_tokens,
+        logprobs=_logprobs(chunk.output_logprobs),
+    )
+
+
+def _complete(complete: sglang.GenerateComplete) -> Complete:
+    matched: int | str | None = complete.matched_token_id
+    if matched is None:
+        matched = complete.matched_stop_str
+    return Complete(
+        index=complete.index,
+        output_ids=complete.output_ids,
+        finish_reason=complete.finish_reason or "stop",
+        matched_stop=matched,
+        prompt_tokens=complete.prompt_tokens,
+        completion_tokens=complete.completion_tokens,
+        cached_tokens=complete.cached_tokens,
+        reasoning_tokens=complete.reasoning_tokens,
+        logprobs=_logprobs(complete.output_logprobs),
+    )
+
+
+async def grpc_health_serving(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when ``grpc.health.v1.Health/Check`` answers SERVING (or the server is up but lacks the service)."""
+    channel = Channel(host, port)
+    try:
+        reply = await HealthStub(channel).Check(HealthCheckRequest(), timeout=timeout)
+        return bool(reply is not None and reply.status == HealthCheckResponse.SERVING)
+    except GRPCError as exc:
+        return exc.status is Status.UNIMPLEMENTED
+    except (OSError, asyncio.TimeoutError, StreamTerminatedError):
+        return False
+    finally:
+        channel.close()

@@ -1,0 +1,154 @@
+"""The request pipeline as plain stages: prepare → select → build → execute (→ output.py).
+
+Retries happen only before the first worker message: once anything was produced, it is the client's.
+A stream that is left before its worker finished is aborted on the worker (abort-on-drop).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dataplane.errors import InvalidRequest, NoHealthyWorker, WorkerError
+from dataplane.output import OutputSpec, ResponseAssembler
+from dataplane.policies import Policy
+from dataplane.tokenizer import ModelTokenizer
+from dataplane.types import Event, GenerateRequest, Started, WireRequest
+from dataplane.workers import Worker, WorkerRegistry
+
+log = logging.getLogger(__name__)
+RETRYABLE_BEFORE_START = frozenset({503})
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request after templating and tokenization."""
+
+    text: str
+    input_ids: list[int]
+    wire_stop_token_ids: tuple[int, ...]
+    output: OutputSpec
+
+
+def prepare(request: GenerateRequest, tok: ModelTokenizer) -> Prepared:
+    """Render the chat template (or take the prompt), tokenize, and work out stop handling."""
+    s = request.sampling
+    if request.messages is not None:
+        kwargs = dict(request.chat_template_kwargs)
+        text = tok.render_chat(
+            request.messages,
+            tools=request.tools,
+            add_generation_prompt=request.add_generation_prompt,
+            continue_final_message=request.continue_final_message,
+            template_kwargs=kwargs,
+        )
+        ids = tok.encode(text)
+    elif request.prompt_ids is not None:
+        ids = list(request.prompt_ids)
+        text = ""
+        _check_ids(ids, tok.vocab_size)
+    else:
+        text = request.prompt or ""
+        ids = tok.encode(text)
+    if not ids:
+        raise InvalidRequest("the prompt is empty", param="prompt")
+    limit = tok.max_context_length
+    if limit is not None and len(ids) + (s.max_tokens or 0) > limit:
+        raise InvalidRequest(
+            f"prompt ({len(ids)} tokens) plus max_tokens ({s.max_tokens or 0}) exceeds the model's context "
+            f"length of {limit} tokens",
+            param="messages" if request.messages is not None else "prompt",
+        )
+    # Tokenizer-less engines reject stop strings: a stop that is one token also goes as a stop token id;
+    # every stop string is matched here, on the decoded text.
+    single_token_stops = [ids_[0] for stop in s.stop if len(ids_ := tok.encode(stop)) == 1]
+    wire_stops = tuple(dict.fromkeys((*s.stop_token_ids, *single_token_stops)))
+    local_stop_ids = frozenset(s.stop_token_ids) | (frozenset() if s.ignore_eos else tok.eos_token_ids)
+    spec = OutputSpec(
+        tokenizer=tok,
+        stop_token_ids=local_stop_ids,
+        stops=s.stop,
+        include_stop=s.no_stop_trim,
+        skip_special_tokens=s.skip_special_tokens,
+        prompt_ids=ids,
+        logprobs=s.logprobs,
+        streaming=request.stream,
+    )
+    return Prepared(text=text, input_ids=ids, wire_stop_token_ids=wire_stops, output=spec)
+
+
+def _check_ids(ids: Sequence[int], vocab_size: int) -> None:
+    bad = next((i for i in ids if not 0 <= i < vocab_size), None)
+    if bad is not None:
+        raise InvalidRequest(f"token id {bad} is outside the vocabulary (size {vocab_size})", param="prompt")
+
+
+def select_worker(registry: WorkerRegistry, policy: Policy, model_id: str, exclude: set[Worker]) -> Worker:
+    candidates = [w for w in registry.healthy(model_id) if w not in exclude]
+    if not candidates:
+        raise NoHealthyWorker(f"no healthy worker is available for model {model_id!r}")
+    return policy.select(model_id, candidates)
+
+
+def build_wire_request(request: GenerateRequest, prepared: Prepared, attempt: int) -> WireRequest:
+    thinking = request.chat_template_kwargs.get("enable_thinking", request.chat_template_kwargs.get("thinking"))
+    return WireRequest(
+        request_id=request.request_id if attempt == 0 else f"{request.request_id}-retry{attempt}",
+        input_ids=prepared.input_ids,
+        original_text=prepared.text,
+        sampling=request.sampling,
+        stop_token_ids=prepared.wire_stop_token_ids,
+        stream=request.stream,
+        require_reasoning=bool(thinking),
+        metadata=request.trace_carrier,
+    )
+
+
+async def execute(
+    request: GenerateRequest,
+    prepared: Prepared,
+    registry: WorkerRegistry,
+    policy: Policy,
+    model_id: str,
+    spawn: Callable[[Coroutine[Any, Any, object]], None],
+    created: int,
+) -> AsyncGenerator[Event, None]:
+    """Run the request on a worker, retrying connection failures on other workers before the first event."""
+    tried: set[Worker] = set()
+    for attempt in range(MAX_ATTEMPTS):
+        worker = select_worker(registry, policy, model_id, tried)
+        tried.add(worker)
+        wire = build_wire_request(request, prepared, attempt)
+        assembler = ResponseAssembler(prepared.output, request.sampling.n)
+        started = False
+        finished = False
+        with registry.lease(worker):
+            stream = worker.client.generate(wire)
+            try:
+                async for message in stream:
+                    if not started:
+                        started = True
+                        yield Started(wire.request_id, model_id, created, worker.url.url)
+                    for event in assembler.feed(message):
+                        yield event
+                    if assembler.settled:
+                        break  # cut off by a stop string: the worker is aborted below
+                else:
+                    finished = True
+            except WorkerError as exc:
+                if started or exc.status not in RETRYABLE_BEFORE_START or attempt + 1 == MAX_ATTEMPTS:
+                    raise
+                log.warning("retrying %s on another worker: %s", wire.request_id, exc.message)
+                continue
+            finally:
+                await stream.aclose()
+                if not finished:
+                    spawn(worker.client.abort(wire.request_id, "Stream dropped"))
+        if not started:
+            yield Started(wire.request_id, model_id, created, worker.url.url)
+        for event in assembler.finish():
+            yield event
+        return

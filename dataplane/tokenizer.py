@@ -1,0 +1,133 @@
+"""Per-model tokenizer and chat template, loaded from a local directory (never from a hub)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+from transformers.utils.chat_template_utils import render_jinja_template
+
+from dataplane.errors import ConfigError, InvalidRequest
+
+_SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+def _token_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTokenizer:
+    """A model's tokenizer, chat template, special tokens and EOS ids."""
+
+    tokenizer: Tokenizer
+    chat_template: str | None
+    special_tokens: Mapping[str, str]
+    eos_token_ids: frozenset[int]
+    max_context_length: int | None
+    source: str
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, *, chat_template: str | Path | None = None) -> ModelTokenizer:
+        """Load ``tokenizer.json``, ``tokenizer_config.json`` and optional ``generation_config.json``."""
+        root = Path(directory)
+        if not (root / "tokenizer.json").is_file():
+            raise ConfigError(f"no tokenizer.json in {root} (a local model or tokenizer directory is needed)")
+        tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        config = _read_json(root / "tokenizer_config.json")
+        generation = _read_json(root / "generation_config.json")
+        template = _load_template(root, config, chat_template)
+        specials = {k: t for k in _SPECIAL_TOKEN_KEYS if (t := _token_text(config.get(k))) is not None}
+        eos = _eos_ids(tokenizer, generation, specials.get("eos_token"))
+        max_len = config.get("model_max_length")
+        return cls(
+            tokenizer=tokenizer,
+            chat_template=template,
+            special_tokens=specials,
+            eos_token_ids=eos,
+            max_context_length=max_len if isinstance(max_len, int) and max_len < 10**9 else None,
+            source=str(root),
+        )
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without added special tokens (the template already placed them)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+
+    def render_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Render with ``transformers``' chat-template semantics (sandbox, ``tojson``, ``raise_exception``)."""
+        if self.chat_template is None:
+            raise InvalidRequest(
+                "this model has no chat template; pass --chat-template or use /v1/completions"
+            )
+        render: Any = render_jinja_template  # its annotations are narrower than what it accepts
+        kwargs = {**self.special_tokens, **(template_kwargs or {})}
+        try:
+            rendered, _ = render(
+                conversations=[list(messages)],
+                tools=list(tools) or None,
+                chat_template=self.chat_template,
+                add_generation_prompt=add_generation_prompt and not continue_final_message,
+                continue_final_message=continue_final_message,
+                **kwargs,
+            )
+        except Exception as exc:  # template errors are the client's (bad roles, raise_exception, ...)
+            raise InvalidRequest(f"chat template error: {exc}", param="messages") from exc
+        return str(rendered[0])
+
+
+def _load_template(root: Path, config: Mapping[str, Any], override: str | Path | None) -> str | None:
+    if override is not None:
+        path = Path(override)
+        if not path.is_file():
+            raise ConfigError(f"chat template file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        # A .json override may carry {"chat_template": "..."} like tokenizer_config.json does.
+        return str(json.loads(text)["chat_template"]) if path.suffix == ".json" else text
+    if (root / "chat_template.jinja").is_file():
+        return (root / "chat_template.jinja").read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: pick "default"
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, Mapping)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
+def _eos_ids(tokenizer: Tokenizer, generation: Mapping[str, Any], eos_token: str | None) -> frozenset[int]:
+    raw = generation.get("eos_token_id")
+    if isinstance(raw, int):
+        return frozenset({raw})
+    if isinstance(raw, list) and all(isinstance(i, int) for i in raw):
+        return frozenset(raw)
+    if eos_token is not None and (token_id := tokenizer.token_to_id(eos_token)) is not None:
+        return frozenset({token_id})
+    return frozenset()

@@ -1,0 +1,1 @@
+"""Wire contract with the engines: stubs generated from ``smg-grpc-proto`` (see ``proto/generate.py``)."""
