@@ -41,7 +41,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, "internal error", "internal_error")
 
 
-def build_app(config: GatewayConfig, client_factory: ClientFactory = default_client_factory) -> web.Application:
+def build_app(
+    config: GatewayConfig, client_factory: ClientFactory = default_client_factory
+) -> web.Application:
     app = web.Application(client_max_size=config.max_payload_size, middlewares=[errors_middleware])
     app[GATEWAY] = Gateway(config, client_factory)
     app[REQUEST_ID_HEADERS] = tuple(h.lower() for h in config.request_id_headers)
@@ -67,8 +69,9 @@ async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:
     """Run the gateway on ``config.host:config.port`` until ``stop`` is set, then shut down gracefully."""
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the worker request
     # even while the worker is silent (a write would only notice at the next token).
-    runner = web.AppRunner(build_app(config), handle_signals=False, handler_cancellation=True,
-                           access_log=None)
+    runner = web.AppRunner(
+        build_app(config), handle_signals=False, handler_cancellation=True, access_log=None
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=True)
     await site.start()

@@ -11,9 +11,15 @@ from aiohttp import web
 from dataplane.errors import GatewayError
 
 ERROR_CODE_HEADER = "X-SMG-Error-Code"
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
-          429: "rate_limit_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error_body(status: int, message: str, code: str, param: str | None = None) -> dict[str, Any]:

@@ -14,11 +14,30 @@ T = TypeVar("T")
 MAX_N = 10
 
 # Parameters every generation API accepts, on top of its own.
-SAMPLING_KEYS = frozenset({
-    "model", "stream", "stream_options", "temperature", "top_p", "top_k", "min_p", "frequency_penalty",
-    "presence_penalty", "repetition_penalty", "seed", "n", "stop", "stop_token_ids", "ignore_eos",
-    "skip_special_tokens", "no_stop_trim", "min_tokens", "logit_bias", "user",
-})
+SAMPLING_KEYS = frozenset(
+    {
+        "model",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "seed",
+        "n",
+        "stop",
+        "stop_token_ids",
+        "ignore_eos",
+        "skip_special_tokens",
+        "no_stop_trim",
+        "min_tokens",
+        "logit_bias",
+        "user",
+    }
+)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -91,7 +110,9 @@ def token_ids(body: Mapping[str, Any], key: str) -> tuple[int, ...]:
     value = body.get(key)
     if value is None:
         return ()
-    if isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
+    if isinstance(value, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value
+    ):
         return tuple(value)
     raise InvalidRequest(f"'{key}' must be a list of non-negative integers", param=key)
 
@@ -100,7 +121,9 @@ def logit_bias(body: Mapping[str, Any]) -> dict[str, float]:
     value = get(body, "logit_bias", dict, {})
     for token, bias in value.items():
         if not str(token).isdigit() or not isinstance(bias, int | float) or not -100 <= bias <= 100:
-            raise InvalidRequest("'logit_bias' maps token ids to numbers between -100 and 100", param="logit_bias")
+            raise InvalidRequest(
+                "'logit_bias' maps token ids to numbers between -100 and 100", param="logit_bias"
+            )
     return {str(k): float(v) for k, v in value.items()}
 
 
@@ -114,7 +137,9 @@ def include_usage(body: Mapping[str, Any]) -> bool:
     return bool(get(options, "include_usage", bool, False))
 
 
-def sampling(body: Mapping[str, Any], *, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> SamplingParams:
+def sampling(
+    body: Mapping[str, Any], *, max_tokens: int | None, logprobs: bool, top_logprobs: int
+) -> SamplingParams:
     top_k = integer(body, "top_k", -1)
     return SamplingParams(
         max_tokens=max_tokens,

@@ -7,16 +7,15 @@ a refused or dropped connection) become ``WorkerError`` with the HTTP status the
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from typing import Protocol
 
-from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
-from grpclib.exceptions import GRPCError, StreamTerminatedError
 # grpcio-health-checking's message classes, not grpclib's copy: both register grpc.health.v1 in
 # protobuf's global pool, and a process that also hosts a grpcio server (tests, refworker) must see one.
 from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from dataplane.errors import WorkerError
 from dataplane.types import Chunk, Complete, LogprobBlock, WireRequest, WorkerInfo, WorkerMessage
@@ -50,7 +49,9 @@ def worker_error(exc: BaseException, worker: str) -> WorkerError:
             grpc_status=exc.status.name,
         )
     if isinstance(exc, StreamTerminatedError):
-        return WorkerError(f"worker {worker} dropped the stream: {exc}", status=502, grpc_status="UNAVAILABLE")
+        return WorkerError(
+            f"worker {worker} dropped the stream: {exc}", status=502, grpc_status="UNAVAILABLE"
+        )
     return WorkerError(f"worker {worker} unreachable: {exc}", status=503, grpc_status="UNAVAILABLE")
 
 
@@ -67,7 +68,7 @@ class WorkerClient(Protocol):
 
 
 class SglangClient:
-    """A worker speaking ``sglang.grpc.scheduler.SglangScheduler`` (SGLang ``--grpc-mode`` and compatibles)."""
+    """A worker serving SGLang's scheduler service (SGLang ``--grpc-mode`` and compatibles)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.address = f"grpc://{host}:{port}"
@@ -96,15 +97,17 @@ class SglangClient:
 
     async def abort(self, request_id: str, reason: str) -> bool:
         try:
-            reply = await self._stub.abort(sglang.AbortRequest(request_id=request_id, reason=reason), timeout=5)
-        except (GRPCError, StreamTerminatedError, OSError, asyncio.TimeoutError):
+            reply = await self._stub.abort(
+                sglang.AbortRequest(request_id=request_id, reason=reason), timeout=5
+            )
+        except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
             return False
         return reply.success
 
     async def health(self, timeout: float) -> bool:
         try:
             reply = await self._stub.health_check(timeout=timeout)
-        except (GRPCError, StreamTerminatedError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
             return False
         return reply.healthy
 
@@ -198,7 +201,7 @@ def _complete(complete: sglang.GenerateComplete) -> Complete:
 
 
 async def grpc_health_serving(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True when ``grpc.health.v1.Health/Check`` answers SERVING (or the server is up but lacks the service)."""
+    """True when ``grpc.health.v1.Health/Check`` answers SERVING, or the server is up without that service."""
     channel = Channel(host, port)
     try:
         async with channel.request(
@@ -209,7 +212,7 @@ async def grpc_health_serving(host: str, port: int, timeout: float = 2.0) -> boo
         return reply is not None and reply.status == HealthCheckResponse.SERVING
     except GRPCError as exc:
         return exc.status is Status.UNIMPLEMENTED
-    except (OSError, asyncio.TimeoutError, StreamTerminatedError):
+    except (TimeoutError, OSError, StreamTerminatedError):
         return False
     finally:
         channel.close()

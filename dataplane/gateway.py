@@ -1,4 +1,4 @@
-"""The data plane's facade: worker registration and health, models and tokenizers, ``generate``/``collect``."""
+"""The data plane's facade: worker registration, models and tokenizers, ``generate`` and ``collect``."""
 
 from __future__ import annotations
 
@@ -104,7 +104,10 @@ class Gateway:
                 delay = min(delay * 2, 5.0)
                 continue
             worker.model_id = model.id
-            worker.labels = {"served_model_name": info.served_model_name, "weight_version": info.weight_version}
+            worker.labels = {
+                "served_model_name": info.served_model_name,
+                "weight_version": info.weight_version,
+            }
             self.registry.set_status(worker, "ready")
             log.info("worker %s registered for model %s", worker.url.url, model.id)
             return
@@ -118,7 +121,9 @@ class Gateway:
         source = self._tokenizer_source(info)
         if source not in self._tokenizers:
             # Loading a large tokenizer.json takes a second of CPU: keep it off the event loop.
-            self._tokenizers[source] = await asyncio.to_thread(load_tokenizer, source, self.config.chat_template)
+            self._tokenizers[source] = await asyncio.to_thread(
+                load_tokenizer, source, self.config.chat_template
+            )
         model = Model(model_id, self._tokenizers[source], int(time.time()))
         self._models[model_id] = model
         for alias in (self.config.model_path, info.model_path):

@@ -1,4 +1,4 @@
-"""From worker messages to events: one ``ChoiceState`` per choice index, one ``ResponseAssembler`` per request.
+"""From worker messages to events: a ``ChoiceState`` per choice index, a ``ResponseAssembler`` per request.
 
 Per choice: token ids → stop tokens → incremental text → stop strings → events. Streaming and
 non-streaming take the same path; only which ids a ``Complete`` carries differs (deltas were already seen
@@ -139,14 +139,14 @@ class ResponseAssembler:
         missing = [c.index for c in self._choices if not c.done]
         if missing:
             raise WorkerStreamError(f"worker stream ended before choices {missing} completed", status=502)
-        completion = sum(
-            self._reported_completion.get(c.index) or c.completion_tokens for c in self._choices
-        )
+        completion = sum(self._reported_completion.get(c.index) or c.completion_tokens for c in self._choices)
         return [Usage(self._prompt_tokens, completion, self._cached_tokens, self._reasoning_tokens)]
 
     def _choice(self, index: int) -> ChoiceState:
         if not 0 <= index < len(self._choices):
-            raise WorkerStreamError(f"worker sent choice index {index} for n={len(self._choices)}", status=502)
+            raise WorkerStreamError(
+                f"worker sent choice index {index} for n={len(self._choices)}", status=502
+            )
         return self._choices[index]
 
 

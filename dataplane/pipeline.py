@@ -94,7 +94,9 @@ def select_worker(registry: WorkerRegistry, policy: Policy, model_id: str, exclu
 
 
 def build_wire_request(request: GenerateRequest, prepared: Prepared, attempt: int) -> WireRequest:
-    thinking = request.chat_template_kwargs.get("enable_thinking", request.chat_template_kwargs.get("thinking"))
+    thinking = request.chat_template_kwargs.get(
+        "enable_thinking", request.chat_template_kwargs.get("thinking")
+    )
     return WireRequest(
         request_id=request.request_id if attempt == 0 else f"{request.request_id}-retry{attempt}",
         input_ids=prepared.input_ids,
@@ -139,7 +141,13 @@ async def execute(
                 else:
                     finished = True
             except WorkerError as exc:
-                if started or exc.status not in RETRYABLE_BEFORE_START or attempt + 1 == MAX_ATTEMPTS:
+                untried = any(w not in tried for w in registry.healthy(model_id))
+                if (
+                    started
+                    or exc.status not in RETRYABLE_BEFORE_START
+                    or not untried
+                    or attempt + 1 == MAX_ATTEMPTS
+                ):
                     raise
                 log.warning("retrying %s on another worker: %s", wire.request_id, exc.message)
                 continue

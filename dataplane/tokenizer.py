@@ -85,7 +85,7 @@ class ModelTokenizer:
         continue_final_message: bool = False,
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> str:
-        """Render with ``transformers``' chat-template semantics (sandbox, ``tojson``, ``raise_exception``)."""
+        """Render with ``transformers``' chat-template semantics (sandbox, ``tojson``, raise_exception)."""
         if self.chat_template is None:
             raise InvalidRequest(
                 "this model has no chat template; pass --chat-template or use /v1/completions"

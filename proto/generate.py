@@ -36,8 +36,13 @@ def generate(out: Path) -> None:
     plugin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{plugin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc", f"-I{src}", f"-I{include}",
-        f"--python_betterproto2_out={out}", f"--python_betterproto2_opt={OPTIONS}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{src}",
+        f"-I{include}",
+        f"--python_betterproto2_out={out}",
+        f"--python_betterproto2_opt={OPTIONS}",
         *(str(src / name) for name in PROTOS),
     ]
     subprocess.run(cmd, check=True, env=env, capture_output=True)

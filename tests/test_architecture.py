@@ -50,7 +50,9 @@ def test_dependency_rules(path: Path) -> None:
     if package == "parsers":
         stdlib = sys.stdlib_module_names | {"parsers"}
         assert used <= stdlib, f"{rel}: parsers is stdlib only, found {used - stdlib}"
-    grpc_ok = package in ("refworker", "proto") or str(rel) in ALLOWED_GRPC or rel.parts[:2] == ("adapters", "grpc")
+    grpc_ok = (
+        package in ("refworker", "proto") or str(rel) in ALLOWED_GRPC or rel.parts[:2] == ("adapters", "grpc")
+    )
     if not grpc_ok:
         assert not used & GRPC_LIBS, f"{rel} imports {used & GRPC_LIBS}: only dataplane/client.py may"
 
@@ -69,6 +71,7 @@ def test_every_module_imports_on_its_own() -> None:
 
 
 def test_generated_stubs_match_the_pinned_proto_package() -> None:
-    result = subprocess.run([sys.executable, "-m", "proto.generate", "--check"], capture_output=True, text=True,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "proto.generate", "--check"], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr

@@ -22,13 +22,22 @@ async def readiness(request: web.Request) -> web.Response:
     healthy = gateway.registry.healthy_count()
     if healthy:
         return _json({"status": "ready", "healthy_workers": healthy, "total_workers": total})
-    return _json({"status": "not ready", "reason": "insufficient healthy workers",
-                  "healthy_workers": 0, "total_workers": total}, status=503)
+    return _json(
+        {
+            "status": "not ready",
+            "reason": "insufficient healthy workers",
+            "healthy_workers": 0,
+            "total_workers": total,
+        },
+        status=503,
+    )
 
 
 async def models(request: web.Request) -> web.Response:
-    data = [{"id": m.id, "object": "model", "created": m.created, "owned_by": "smg"}
-            for m in request.app[GATEWAY].models()]
+    data = [
+        {"id": m.id, "object": "model", "created": m.created, "owned_by": "smg"}
+        for m in request.app[GATEWAY].models()
+    ]
     return _json({"object": "list", "data": data})
 
 
@@ -36,13 +45,15 @@ async def workers(request: web.Request) -> web.Response:
     registry = request.app[GATEWAY].registry
     model = request.query.get("model")
     listed = [w for w in registry.all() if model is None or w.model_id == model]
-    return _json({
-        "workers": [w.describe() for w in listed],
-        "total": len(listed),
-        "stats": {
-            "total_workers": len(listed),
-            "healthy_workers": sum(w.healthy for w in listed),
-            "total_models": len({w.model_id for w in listed if w.model_id}),
-            "total_load": sum(w.load for w in listed),
-        },
-    })
+    return _json(
+        {
+            "workers": [w.describe() for w in listed],
+            "total": len(listed),
+            "stats": {
+                "total_workers": len(listed),
+                "healthy_workers": sum(w.healthy for w in listed),
+                "total_models": len({w.model_id for w in listed if w.model_id}),
+                "total_load": sum(w.load for w in listed),
+            },
+        }
+    )

@@ -12,8 +12,17 @@ from dataplane.types import GenerateRequest
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 ALLOWED = params.SAMPLING_KEYS | {
-    "messages", "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs", "tools", "tool_choice",
-    "parallel_tool_calls", "chat_template_kwargs", "response_format", "continue_final_message",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "chat_template_kwargs",
+    "response_format",
+    "continue_final_message",
     "add_generation_prompt",
 }
 UNSUPPORTED = {
@@ -77,7 +86,9 @@ def _message(message: object, i: int) -> dict[str, Any]:
         raise InvalidRequest(f"{where} must be an object", param=where)
     role = message.get("role")
     if role not in _ROLES:
-        raise InvalidRequest(f"{where}.role must be one of {', '.join(sorted(_ROLES))}", param=f"{where}.role")
+        raise InvalidRequest(
+            f"{where}.role must be one of {', '.join(sorted(_ROLES))}", param=f"{where}.role"
+        )
     out = {k: v for k, v in message.items() if v is not None}
     out["role"] = "system" if role == "developer" else role
     content = message.get("content")
@@ -95,10 +106,13 @@ def _text_content(content: object, where: str) -> str:
     texts = []
     for part in content:
         if not isinstance(part, dict) or "type" not in part:
-            raise InvalidRequest(f"{where}.content parts must be objects with a 'type'", param=f"{where}.content")
+            raise InvalidRequest(
+                f"{where}.content parts must be objects with a 'type'", param=f"{where}.content"
+            )
         if part["type"] not in ("text", "input_text"):
             raise UnsupportedParameter(
-                f"{where}: content part type {part['type']!r} is not supported (text only)", param=f"{where}.content"
+                f"{where}: content part type {part['type']!r} is not supported (text only)",
+                param=f"{where}.content",
             )
         if not isinstance(part.get("text"), str):
             raise InvalidRequest(f"{where}: a text part needs a string 'text'", param=f"{where}.content")
@@ -111,7 +125,9 @@ def _tools(body: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
-            raise InvalidRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}", param="tools")
+            raise InvalidRequest(
+                f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}", param="tools"
+            )
         if not isinstance(function.get("name"), str) or not function["name"]:
             raise InvalidRequest(f"tools[{i}].function.name is required", param="tools")
     choice = body.get("tool_choice")
@@ -127,5 +143,6 @@ def _check_response_format(body: Mapping[str, Any]) -> None:
     fmt = params.get(body, "response_format", dict, {"type": "text"})
     if fmt.get("type") != "text":
         raise UnsupportedParameter(
-            f"response_format type {fmt.get('type')!r} is not supported yet (only 'text')", param="response_format"
+            f"response_format type {fmt.get('type')!r} is not supported yet (only 'text')",
+            param="response_format",
         )

@@ -28,13 +28,15 @@ def chat_completion(done: Completion) -> dict[str, Any]:
                 {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
                 for t in c.tool_calls
             ]
-        choices.append({
-            "index": c.index,
-            "message": message,
-            "logprobs": chat_logprobs(c.logprobs) if c.logprobs else None,
-            "finish_reason": c.finish_reason,
-            "matched_stop": c.matched_stop,
-        })
+        choices.append(
+            {
+                "index": c.index,
+                "message": message,
+                "logprobs": chat_logprobs(c.logprobs) if c.logprobs else None,
+                "finish_reason": c.finish_reason,
+                "matched_stop": c.matched_stop,
+            }
+        )
     return {
         "id": done.started.request_id,
         "object": "chat.completion",
@@ -49,8 +51,12 @@ class ChatChunks:
     """Turns one request's events into ``chat.completion.chunk`` payloads."""
 
     def __init__(self, started: Started, include_usage: bool) -> None:
-        self._base = {"id": started.request_id, "object": "chat.completion.chunk", "created": started.created,
-                      "model": started.model}
+        self._base = {
+            "id": started.request_id,
+            "object": "chat.completion.chunk",
+            "created": started.created,
+            "model": started.model,
+        }
         self._include_usage = include_usage
         self._greeted: set[int] = set()
 
@@ -63,7 +69,10 @@ class ChatChunks:
             case ReasoningDelta(index=i, text=text):
                 return self._chunks(i, {"reasoning_content": text})
             case ToolCallDelta(index=i):
-                call: dict[str, Any] = {"index": event.tool_index, "function": {"arguments": event.arguments_delta}}
+                call: dict[str, Any] = {
+                    "index": event.tool_index,
+                    "function": {"arguments": event.arguments_delta},
+                }
                 if event.id is not None:
                     call |= {"id": event.id, "type": "function"}
                 if event.name is not None:
@@ -93,8 +102,12 @@ class ChatChunks:
     def _chunk(
         self, index: int, delta: dict[str, Any], logprobs: Any = None, finish: Finished | None = None
     ) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs,
-                                  "finish_reason": finish.reason if finish else None}
+        choice: dict[str, Any] = {
+            "index": index,
+            "delta": delta,
+            "logprobs": logprobs,
+            "finish_reason": finish.reason if finish else None,
+        }
         if finish is not None:
             choice["matched_stop"] = finish.matched_stop
         chunk = {**self._base, "choices": [choice]}

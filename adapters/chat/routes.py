@@ -24,5 +24,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             ctx.headers,
         )
     done = await gateway.collect(chat.generate)
-    return web.Response(body=orjson.dumps(chat_completion(done)), content_type="application/json",
-                        headers=ctx.headers)
+    return web.Response(
+        body=orjson.dumps(chat_completion(done)), content_type="application/json", headers=ctx.headers
+    )

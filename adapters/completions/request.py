@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from adapters import params
 from dataplane.errors import InvalidRequest
@@ -63,20 +63,25 @@ def parse_completion(body: Mapping[str, Any], request_id: str, trace: Mapping[st
     )
 
 
-def _is_ids(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(i, int) and not isinstance(i, bool) for i in value
+def _is_ids(value: object) -> TypeGuard[list[int]]:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
     )
 
 
 def _prompts(prompt: object) -> list[str | list[int]]:
     if isinstance(prompt, str):
         return [prompt]
-    if _is_ids(prompt):
-        return [prompt]  # type: ignore[list-item]
-    if isinstance(prompt, list) and prompt and len(prompt) <= MAX_BATCH:
-        if all(isinstance(p, str) for p in prompt) or all(_is_ids(p) for p in prompt):
-            return list(prompt)
+    if isinstance(prompt, list):
+        items: list[object] = prompt
+        if _is_ids(items):
+            return [items]
+        if 0 < len(items) <= MAX_BATCH and all(isinstance(p, str) for p in items):
+            return [str(p) for p in items]
+        if 0 < len(items) <= MAX_BATCH and all(_is_ids(p) for p in items):
+            return [p for p in items if _is_ids(p)]
     raise InvalidRequest(
         f"'prompt' must be a string, a list of token ids, or a list (at most {MAX_BATCH}) of either",
         param="prompt",

@@ -12,13 +12,15 @@ def text_completion(done: Completion, echo_texts: list[str]) -> dict[str, Any]:
     choices = []
     for c in done.choices:
         prefix = echo_texts[c.index] if echo_texts else ""
-        choices.append({
-            "index": c.index,
-            "text": prefix + c.text,
-            "logprobs": completion_logprobs(c.logprobs, len(prefix)) if c.logprobs else None,
-            "finish_reason": c.finish_reason,
-            "matched_stop": c.matched_stop,
-        })
+        choices.append(
+            {
+                "index": c.index,
+                "text": prefix + c.text,
+                "logprobs": completion_logprobs(c.logprobs, len(prefix)) if c.logprobs else None,
+                "finish_reason": c.finish_reason,
+                "matched_stop": c.matched_stop,
+            }
+        )
     return {
         "id": done.started.request_id,
         "object": "text_completion",
@@ -33,8 +35,12 @@ class CompletionChunks:
     """Turns events into streamed ``text_completion`` payloads (echoed prompts go first, per choice)."""
 
     def __init__(self, started: Started, include_usage: bool, echo_texts: list[str]) -> None:
-        self._base = {"id": started.request_id, "object": "text_completion", "created": started.created,
-                      "model": started.model}
+        self._base = {
+            "id": started.request_id,
+            "object": "text_completion",
+            "created": started.created,
+            "model": started.model,
+        }
         self._include_usage = include_usage
         self._echo = echo_texts
         self._echoed: set[int] = set()
@@ -60,8 +66,12 @@ class CompletionChunks:
         return self._echo[index]
 
     def _chunk(self, index: int, text: str, logprobs: Any, finish: Finished | None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": index, "text": text, "logprobs": logprobs,
-                                  "finish_reason": finish.reason if finish else None}
+        choice: dict[str, Any] = {
+            "index": index,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": finish.reason if finish else None,
+        }
         if finish is not None:
             choice["matched_stop"] = finish.matched_stop
         chunk = {**self._base, "choices": [choice]}

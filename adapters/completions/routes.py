@@ -29,9 +29,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
             lambda started: CompletionChunks(started, parsed.include_usage, echo),
             ctx.headers,
         )
-    done = await gateway.collect_stream(_events(gateway, parsed), n=parsed.prompts[0].sampling.n * len(parsed.prompts))
-    return web.Response(body=orjson.dumps(text_completion(done, echo)), content_type="application/json",
-                        headers=ctx.headers)
+    done = await gateway.collect_stream(
+        _events(gateway, parsed), n=parsed.prompts[0].sampling.n * len(parsed.prompts)
+    )
+    return web.Response(
+        body=orjson.dumps(text_completion(done, echo)), content_type="application/json", headers=ctx.headers
+    )
 
 
 def _events(gateway: Gateway, parsed: CompletionRequest) -> AsyncGenerator[Event, None]:
@@ -47,6 +50,8 @@ def _echo_texts(gateway: Gateway, parsed: CompletionRequest) -> list[str]:
         return []
     n = parsed.prompts[0].sampling.n
     tok = gateway.model(parsed.prompts[0].model).tokenizer
-    texts = [t if t is not None else tok.decode(p.prompt_ids or (), skip_special_tokens=False)
-             for t, p in zip(parsed.prompt_texts, parsed.prompts, strict=True)]
+    texts = [
+        t if t is not None else tok.decode(p.prompt_ids or (), skip_special_tokens=False)
+        for t, p in zip(parsed.prompt_texts, parsed.prompts, strict=True)
+    ]
     return [text for text in texts for _ in range(n)]

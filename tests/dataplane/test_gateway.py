@@ -38,9 +38,10 @@ async def started_gateway(model_dir: Path, scripts: list[Script]) -> Gateway:
     clients = {f"grpc://127.0.0.1:{9000 + i}": FakeClient(f"w{i}", s, info) for i, s in enumerate(scripts)}
     config = GatewayConfig(worker_urls=tuple(WorkerUrl.parse(u) for u in clients), disable_health_check=True)
     gateway = Gateway(config, client_factory=lambda url: clients[url.url])
+    all_ready = asyncio.Event()
+    gateway.registry.on_change(lambda: gateway.registry.healthy_count() == len(scripts) and all_ready.set())
     await gateway.start()
-    while gateway.registry.healthy_count() < len(scripts):
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_ready.wait(), timeout=10)
     return gateway
 
 
@@ -52,8 +53,12 @@ async def gateway(model_dir: Path) -> AsyncIterator[Gateway]:
 
 
 def chat(content: str = "hi", **sampling: object) -> GenerateRequest:
-    return GenerateRequest(request_id="req-1", model=MODEL, sampling=SamplingParams(**sampling),  # type: ignore[arg-type]
-                           messages=({"role": "user", "content": content},))
+    return GenerateRequest(
+        request_id="req-1",
+        model=MODEL,
+        sampling=SamplingParams(**sampling),  # type: ignore[arg-type]
+        messages=({"role": "user", "content": content},),
+    )
 
 
 def client(gateway: Gateway, i: int) -> FakeClient:
@@ -71,7 +76,9 @@ async def test_round_robin_spreads_requests_and_releases_leases(gateway: Gateway
 
 
 async def test_wire_request_carries_template_tokens_and_single_token_stops(gateway: Gateway) -> None:
-    await gateway.collect(chat("Say hello", stop=("\n", "multi token stop"), stop_token_ids=(7,), max_tokens=5))
+    await gateway.collect(
+        chat("Say hello", stop=("\n", "multi token stop"), stop_token_ids=(7,), max_tokens=5)
+    )
     wire = client(gateway, 0).requests[0]
     assert wire.original_text.startswith("<|im_start|>user\nSay hello<|im_end|>")
     assert wire.input_ids == gateway.model(MODEL).tokenizer.encode(wire.original_text)
@@ -80,35 +87,60 @@ async def test_wire_request_carries_template_tokens_and_single_token_stops(gatew
     assert wire.sampling.max_tokens == 5
 
 
-@pytest.mark.parametrize(("kwargs", "rendered_tail"), [
-    ({"enable_thinking": False}, "<|im_start|>assistant\n<think>\n\n</think>\n\n"),
-    ({}, "<|im_start|>assistant\n"),
-])
-async def test_chat_template_kwargs_reach_the_template(gateway: Gateway, kwargs: dict[str, object],
-                                                       rendered_tail: str) -> None:
-    request = GenerateRequest(request_id="r", model=MODEL, sampling=SamplingParams(),
-                              messages=({"role": "user", "content": "hi"},), chat_template_kwargs=kwargs)
+@pytest.mark.parametrize(
+    ("kwargs", "rendered_tail"),
+    [
+        ({"enable_thinking": False}, "<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+        ({}, "<|im_start|>assistant\n"),
+    ],
+)
+async def test_chat_template_kwargs_reach_the_template(
+    gateway: Gateway, kwargs: dict[str, object], rendered_tail: str
+) -> None:
+    request = GenerateRequest(
+        request_id="r",
+        model=MODEL,
+        sampling=SamplingParams(),
+        messages=({"role": "user", "content": "hi"},),
+        chat_template_kwargs=kwargs,
+    )
     await gateway.collect(request)
     assert client(gateway, 0).requests[-1].original_text.endswith(rendered_tail)
 
 
 async def test_tools_reach_the_template(gateway: Gateway) -> None:
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
-    request = GenerateRequest(request_id="r", model=MODEL, sampling=SamplingParams(),
-                              messages=({"role": "user", "content": "hi"},), tools=(tool,))
+    request = GenerateRequest(
+        request_id="r",
+        model=MODEL,
+        sampling=SamplingParams(),
+        messages=({"role": "user", "content": "hi"},),
+        tools=(tool,),
+    )
     await gateway.collect(request)
     assert '"name": "get_weather"' in client(gateway, 0).requests[-1].original_text
 
 
-@pytest.mark.parametrize(("request_", "error"), [
-    (GenerateRequest(request_id="r", model="nope", sampling=SamplingParams(), prompt="x"), ModelNotFound),
-    (GenerateRequest(request_id="r", model=MODEL, sampling=SamplingParams(), prompt=""), InvalidRequest),
-    (GenerateRequest(request_id="r", model=MODEL, sampling=SamplingParams(), prompt_ids=(10**8,)), InvalidRequest),
-    (GenerateRequest(request_id="r", model=MODEL, sampling=SamplingParams(max_tokens=10**6), prompt="x"),
-     InvalidRequest),
-])
-async def test_bad_requests_fail_before_any_worker_is_asked(gateway: Gateway, request_: GenerateRequest,
-                                                             error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (GenerateRequest(request_id="r", model="nope", sampling=SamplingParams(), prompt="x"), ModelNotFound),
+        (GenerateRequest(request_id="r", model=MODEL, sampling=SamplingParams(), prompt=""), InvalidRequest),
+        (
+            GenerateRequest(request_id="r", model=MODEL, sampling=SamplingParams(), prompt_ids=(10**8,)),
+            InvalidRequest,
+        ),
+        (
+            GenerateRequest(
+                request_id="r", model=MODEL, sampling=SamplingParams(max_tokens=10**6), prompt="x"
+            ),
+            InvalidRequest,
+        ),
+    ],
+)
+async def test_bad_requests_fail_before_any_worker_is_asked(
+    gateway: Gateway, request_: GenerateRequest, error: type[Exception]
+) -> None:
     with pytest.raises(error):
         gateway.generate(request_)
     assert not client(gateway, 0).requests and not client(gateway, 1).requests

@@ -12,10 +12,24 @@ EOS = 151645
 TEXT = "Hello! 你好，世界 🤖 done."
 
 
-def spec(qwen: ModelTokenizer, *, streaming: bool = True, stops: tuple[str, ...] = (),
-         stop_ids: frozenset[int] = frozenset({EOS}), logprobs: bool = False) -> OutputSpec:
-    return OutputSpec(tokenizer=qwen, stop_token_ids=stop_ids, stops=stops, include_stop=False,
-                      skip_special_tokens=True, prompt_ids=[1, 2, 3], logprobs=logprobs, streaming=streaming)
+def spec(
+    qwen: ModelTokenizer,
+    *,
+    streaming: bool = True,
+    stops: tuple[str, ...] = (),
+    stop_ids: frozenset[int] = frozenset({EOS}),
+    logprobs: bool = False,
+) -> OutputSpec:
+    return OutputSpec(
+        tokenizer=qwen,
+        stop_token_ids=stop_ids,
+        stops=stops,
+        include_stop=False,
+        skip_special_tokens=True,
+        prompt_ids=[1, 2, 3],
+        logprobs=logprobs,
+        streaming=streaming,
+    )
 
 
 def chunk(ids: list[int], index: int = 0) -> Chunk:
@@ -39,8 +53,10 @@ def run(assembler: ResponseAssembler, messages: list[Chunk | Complete]) -> list[
 
 def test_streamed_tokens_one_at_a_time_rebuild_the_text(qwen: ModelTokenizer) -> None:
     ids = qwen.encode(TEXT)
-    events = run(ResponseAssembler(spec(qwen), 1),
-                 [*(chunk([i]) for i in ids), complete([EOS], reason="stop", matched=EOS)])
+    events = run(
+        ResponseAssembler(spec(qwen), 1),
+        [*(chunk([i]) for i in ids), complete([EOS], reason="stop", matched=EOS)],
+    )
     assert text_of(events) == TEXT
     assert not any("\ufffd" in e.text for e in events if isinstance(e, TextDelta))
     assert finishes(events) == [Finished(0, "stop", EOS)]
@@ -75,8 +91,10 @@ def test_non_streaming_complete_carries_everything(qwen: ModelTokenizer) -> None
 def test_n_choices_interleave_and_usage_sums(qwen: ModelTokenizer) -> None:
     a, b = qwen.encode("first answer"), qwen.encode("第二个")
     assembler = ResponseAssembler(spec(qwen), 2)
-    events = run(assembler, [chunk(a[:1], 0), chunk(b, 1), chunk(a[1:], 0),
-                             complete(b, index=1), complete(a[1:], index=0)])
+    events = run(
+        assembler,
+        [chunk(a[:1], 0), chunk(b, 1), chunk(a[1:], 0), complete(b, index=1), complete(a[1:], index=0)],
+    )
     assert text_of(events, 0) == "first answer"
     assert text_of(events, 1) == "第二个"
     assert sorted(f.index for f in finishes(events)) == [0, 1]
@@ -99,7 +117,9 @@ def test_logprobs_are_attached_to_the_text_they_belong_to(qwen: ModelTokenizer) 
     ids = qwen.encode("Hello world")
     block = LogprobBlock(token_ids=ids, logprobs=[-0.5] * len(ids), top=[([i], [-0.5]) for i in ids])
     msg = Chunk(index=0, token_ids=ids, prompt_tokens=3, completion_tokens=2, cached_tokens=0, logprobs=block)
-    deltas = [e for e in ResponseAssembler(spec(qwen, logprobs=True), 1).feed(msg) if isinstance(e, TextDelta)]
+    deltas = [
+        e for e in ResponseAssembler(spec(qwen, logprobs=True), 1).feed(msg) if isinstance(e, TextDelta)
+    ]
     lps = [lp for d in deltas for lp in d.logprobs]
     assert "".join(lp.token for lp in lps) == "Hello world"
     assert all(lp.logprob == -0.5 and lp.top[0].token_id == lp.token_id for lp in lps)

@@ -54,7 +54,15 @@ class FakeClient:
         pass
 
 
-def complete(ids: list[int], *, prompt: int = 3, reason: str = "stop", index: int = 0,
-             matched: int | str | None = None) -> Complete:
-    return Complete(index=index, output_ids=ids, finish_reason=reason, matched_stop=matched,
-                    prompt_tokens=prompt, completion_tokens=len(ids), cached_tokens=0)
+def complete(
+    ids: list[int], *, prompt: int = 3, reason: str = "stop", index: int = 0, matched: int | str | None = None
+) -> Complete:
+    return Complete(
+        index=index,
+        output_ids=ids,
+        finish_reason=reason,
+        matched_stop=matched,
+        prompt_tokens=prompt,
+        completion_tokens=len(ids),
+        cached_tokens=0,
+    )
