@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -14,11 +15,13 @@ from adapters.chat.routes import chat_completions
 from adapters.completions.routes import completions
 from adapters.context import GATEWAY, REQUEST_ID_HEADERS
 from adapters.errors import error_response, gateway_error_response, http_error_response
+from adapters.http_workers import ClientFactory
 from dataplane.config import GatewayConfig
 from dataplane.errors import GatewayError
-from dataplane.gateway import ClientFactory, Gateway, default_client_factory
+from dataplane.gateway import Gateway
 
 log = logging.getLogger(__name__)
+CLIENT_FACTORY = web.AppKey("client_factory", ClientFactory)
 
 
 @web.middleware
@@ -41,11 +44,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, "internal error", "internal_error")
 
 
-def build_app(
-    config: GatewayConfig, client_factory: ClientFactory = default_client_factory
-) -> web.Application:
+def build_app(config: GatewayConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_payload_size, middlewares=[errors_middleware])
-    app[GATEWAY] = Gateway(config, client_factory)
+    factory = ClientFactory()
+    app[CLIENT_FACTORY] = factory
+    app[GATEWAY] = Gateway(config, factory)
     app[REQUEST_ID_HEADERS] = tuple(h.lower() for h in config.request_id_headers)
     app.cleanup_ctx.append(_gateway_lifecycle)
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -60,9 +63,12 @@ def build_app(
 
 async def _gateway_lifecycle(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
-    await gateway.start()
-    yield
-    await gateway.stop()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+        app[CLIENT_FACTORY].session = session
+        await gateway.start()
+        yield
+        await gateway.stop()
 
 
 async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:

@@ -17,7 +17,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from dataplane.errors import WorkerError
+from dataplane.errors import UnsupportedParameter, WorkerError
 from dataplane.types import Chunk, Complete, LogprobBlock, WireRequest, WorkerInfo, WorkerMessage
 from proto._gen.sglang.grpc import scheduler as sglang
 
@@ -132,6 +132,8 @@ class SglangClient:
 def _encode(request: WireRequest) -> sglang.GenerateRequest:
     # Proto3 zeros are not SGLang's defaults, so every knob is set explicitly.
     s = request.sampling
+    if s.seed is not None:
+        raise UnsupportedParameter("'seed' cannot reach SGLang gRPC workers: their protocol has no seed")
     params = sglang.SamplingParams(
         temperature=1.0 if s.temperature is None else s.temperature,
         top_p=1.0 if s.top_p is None else s.top_p,

@@ -13,8 +13,8 @@ from typing import Any, assert_never
 
 from dataplane.client import SglangClient, WorkerClient
 from dataplane.config import GatewayConfig, WorkerUrl
-from dataplane.errors import ConfigError, GatewayError, InternalError, ModelNotFound
-from dataplane.pipeline import execute, prepare
+from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
+from dataplane.pipeline import execute, prepare, select_worker
 from dataplane.policies import make_policy
 from dataplane.tokenizer import ModelTokenizer, load_tokenizer
 from dataplane.types import (
@@ -36,23 +36,26 @@ log = logging.getLogger(__name__)
 ClientFactory = Callable[[WorkerUrl], WorkerClient]
 
 
-def default_client_factory(url: WorkerUrl) -> WorkerClient:
+def grpc_client_factory(url: WorkerUrl) -> WorkerClient:
     if url.mode != "grpc":
-        raise ConfigError(f"{url.url}: only grpc:// workers are served by the data plane")
+        raise ConfigError(f"{url.url}: this client factory serves only grpc:// workers")
     return SglangClient(url.host, url.port)
 
 
 @dataclass(frozen=True, slots=True)
 class Model:
+    """A served model. ``proxied`` models live on OpenAI-HTTP workers that tokenize for themselves."""
+
     id: str
-    tokenizer: ModelTokenizer
+    tokenizer: ModelTokenizer | None
     created: int
+    proxied: bool = False
 
 
 class Gateway:
     """Owns workers and models; turns a ``GenerateRequest`` into a stream of ``Event``s."""
 
-    def __init__(self, config: GatewayConfig, client_factory: ClientFactory = default_client_factory) -> None:
+    def __init__(self, config: GatewayConfig, client_factory: ClientFactory = grpc_client_factory) -> None:
         self.config = config
         self.registry = WorkerRegistry()
         self.policy = make_policy(config.policy)
@@ -97,7 +100,7 @@ class Gateway:
         while True:
             try:
                 info = await worker.client.model_info(timeout=self.config.health_check_timeout_secs)
-                model = await self._model_for(info)
+                model = await self._model_for(info, proxied=worker.url.mode == "http")
             except GatewayError as exc:
                 log.info("worker %s not registered yet: %s", worker.url.url, exc.message)
                 await asyncio.sleep(delay)
@@ -112,24 +115,30 @@ class Gateway:
             log.info("worker %s registered for model %s", worker.url.url, model.id)
             return
 
-    async def _model_for(self, info: WorkerInfo) -> Model:
+    async def _model_for(self, info: WorkerInfo, *, proxied: bool) -> Model:
         model_id = info.served_model_name or info.model_path or self.config.model_path or ""
         if not model_id:
             raise ConfigError("the worker reports no model name")
         if model_id in self._models:
+            if self._models[model_id].proxied != proxied:
+                raise ConfigError(f"model {model_id!r} is served by both gRPC and HTTP workers")
             return self._models[model_id]
+        tokenizer = None if proxied else await self._tokenizer(info)
+        model = Model(model_id, tokenizer, int(time.time()), proxied)
+        self._models[model_id] = model
+        for alias in (self.config.model_path, info.model_path):
+            if alias:
+                self._aliases.setdefault(alias, model_id)
+        return model
+
+    async def _tokenizer(self, info: WorkerInfo) -> ModelTokenizer:
         source = self._tokenizer_source(info)
         if source not in self._tokenizers:
             # Loading a large tokenizer.json takes a second of CPU: keep it off the event loop.
             self._tokenizers[source] = await asyncio.to_thread(
                 load_tokenizer, source, self.config.chat_template
             )
-        model = Model(model_id, self._tokenizers[source], int(time.time()))
-        self._models[model_id] = model
-        for alias in (self.config.model_path, info.model_path):
-            if alias:
-                self._aliases.setdefault(alias, model_id)
-        return model
+        return self._tokenizers[source]
 
     def _tokenizer_source(self, info: WorkerInfo) -> str:
         for candidate in (self.config.tokenizer_path, self.config.model_path, info.tokenizer_path):
@@ -158,10 +167,22 @@ class Gateway:
 
     # --- the data path ---------------------------------------------------------------------------------
 
+    def select(self, model_id: str) -> Worker:
+        """A healthy worker for the model, by the configured policy (for proxied HTTP requests)."""
+        return select_worker(self.registry, self.policy, model_id, set())
+
+    def tokenizer(self, name: str) -> ModelTokenizer:
+        model = self.model(name)
+        if model.tokenizer is None:
+            raise InvalidRequest(
+                f"model {model.id!r} is served by HTTP workers; the gateway has no tokenizer"
+            )
+        return model.tokenizer
+
     def generate(self, request: GenerateRequest) -> AsyncGenerator[Event, None]:
         """Validate, tokenize and route eagerly (errors raise here), then stream the worker's events."""
         model = self.model(request.model)
-        prepared = prepare(request, model.tokenizer)
+        prepared = prepare(request, self.tokenizer(model.id))
         return execute(request, prepared, self.registry, self.policy, model.id, self.spawn, model.created)
 
     async def collect(self, request: GenerateRequest) -> Completion:

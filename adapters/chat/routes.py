@@ -8,14 +8,19 @@ from aiohttp import web
 from adapters.chat.request import parse_chat
 from adapters.chat.response import ChatChunks, chat_completion
 from adapters.context import GATEWAY, request_context
+from adapters.http_workers import is_proxied, proxy
 from adapters.params import parse_body
 from adapters.sse import stream_events
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx = request_context(request, prefix="chatcmpl-")
-    chat = parse_chat(parse_body(await request.read()), ctx.request_id, ctx.trace)
+    raw = await request.read()
+    body = parse_body(raw)
     gateway = request.app[GATEWAY]
+    if is_proxied(gateway, body):
+        return await proxy(request, raw, body, gateway, ctx)
+    chat = parse_chat(body, ctx.request_id, ctx.trace)
     if chat.generate.stream:
         return await stream_events(
             request,

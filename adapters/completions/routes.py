@@ -10,6 +10,7 @@ from aiohttp import web
 from adapters.completions.request import CompletionRequest, parse_completion
 from adapters.completions.response import CompletionChunks, text_completion
 from adapters.context import GATEWAY, request_context
+from adapters.http_workers import is_proxied, proxy
 from adapters.params import parse_body
 from adapters.sse import stream_events
 from dataplane.batch import merge_batch
@@ -19,8 +20,12 @@ from dataplane.types import Event
 
 async def completions(request: web.Request) -> web.StreamResponse:
     ctx = request_context(request, prefix="cmpl-")
-    parsed = parse_completion(parse_body(await request.read()), ctx.request_id, ctx.trace)
+    raw = await request.read()
+    body = parse_body(raw)
     gateway = request.app[GATEWAY]
+    if is_proxied(gateway, body):
+        return await proxy(request, raw, body, gateway, ctx)
+    parsed = parse_completion(body, ctx.request_id, ctx.trace)
     echo = _echo_texts(gateway, parsed)
     if parsed.prompts[0].stream:
         return await stream_events(
@@ -49,7 +54,7 @@ def _echo_texts(gateway: Gateway, parsed: CompletionRequest) -> list[str]:
     if not parsed.echo:
         return []
     n = parsed.prompts[0].sampling.n
-    tok = gateway.model(parsed.prompts[0].model).tokenizer
+    tok = gateway.tokenizer(parsed.prompts[0].model)
     texts = [
         t if t is not None else tok.decode(p.prompt_ids or (), skip_special_tokens=False)
         for t, p in zip(parsed.prompt_texts, parsed.prompts, strict=True)
