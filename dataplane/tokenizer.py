@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
+
+# Only transformers' chat-template renderer is used; its "PyTorch was not found" advice is noise here.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from dataplane.errors import ConfigError, InvalidRequest

@@ -57,7 +57,7 @@ async def test_streaming_is_relayed_as_it_comes(client: openai.AsyncOpenAI) -> N
     assert len(deltas) > 3 and "".join(deltas) == FIXED
 
 
-async def test_completions_are_proxied_and_worker_errors_keep_their_status(client: openai.AsyncOpenAI) -> None:
+async def test_completions_are_proxied_and_worker_errors_keep_status(client: openai.AsyncOpenAI) -> None:
     reply = await client.completions.create(model=MODEL, prompt="hi", max_tokens=4)
     assert reply.choices[0].finish_reason == "length"
     with pytest.raises(openai.BadRequestError):
