@@ -1,14 +1,19 @@
-"""The only module that speaks to workers over gRPC (grpclib + the generated betterproto2 stubs).
+"""The only module that speaks to workers over gRPC (grpclib transport).
 
 ``SglangClient`` encodes a ``WireRequest`` into SGLang's ``GenerateRequest`` and decodes the response
 stream into engine-neutral ``Chunk``/``Complete`` values. Expected failures (a ``GRPCError`` with a status,
 a refused or dropped connection) become ``WorkerError`` with the HTTP status the gRPC status maps to.
+
+Messages: the control RPCs use the betterproto2 stubs generated in ``proto/``. ``Generate``, the one RPC on
+the per-token hot path, sends and parses ``smg-grpc-proto``'s own protobuf (upb, C) classes over the
+same grpclib channel: same ``.proto``, same wire bytes, measured ~40x faster to encode and over 100x
+faster to parse than betterproto2 (``bench/codec.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 # grpcio-health-checking's message classes, not grpclib's copy: both register grpc.health.v1 in
 # protobuf's global pool, and a process that also hosts a grpcio server (tests, refworker) must see one.
@@ -16,6 +21,7 @@ from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from smg_grpc_proto.generated import sglang_scheduler_pb2 as sglang_pb
 
 from dataplane.errors import UnsupportedParameter, WorkerError
 from dataplane.types import Chunk, Complete, LogprobBlock, WireRequest, WorkerInfo, WorkerMessage
@@ -82,16 +88,17 @@ class SglangClient:
             async with self._channel.request(
                 _GENERATE,
                 Cardinality.UNARY_STREAM,
-                sglang.GenerateRequest,
-                sglang.GenerateResponse,
+                sglang_pb.GenerateRequest,
+                sglang_pb.GenerateResponse,
                 metadata=dict(request.metadata) or None,
             ) as stream:
                 await stream.send_message(message, end=True)
                 while (reply := await stream.recv_message()) is not None:
-                    if (chunk := reply.chunk) is not None:
-                        yield _chunk(chunk)
-                    elif (complete := reply.complete) is not None:
-                        yield _complete(complete)
+                    kind = reply.WhichOneof("response")
+                    if kind == "chunk":
+                        yield _chunk(reply.chunk)
+                    elif kind == "complete":
+                        yield _complete(reply.complete)
         except (GRPCError, StreamTerminatedError, OSError) as exc:
             raise worker_error(exc, self.address) from exc
 
@@ -129,12 +136,12 @@ class SglangClient:
         self._channel.close()
 
 
-def _encode(request: WireRequest) -> sglang.GenerateRequest:
+def _encode(request: WireRequest) -> Any:
     # Proto3 zeros are not SGLang's defaults, so every knob is set explicitly.
     s = request.sampling
     if s.seed is not None:
         raise UnsupportedParameter("'seed' cannot reach SGLang gRPC workers: their protocol has no seed")
-    params = sglang.SamplingParams(
+    params = sglang_pb.SamplingParams(
         temperature=1.0 if s.temperature is None else s.temperature,
         top_p=1.0 if s.top_p is None else s.top_p,
         top_k=-1 if s.top_k is None else s.top_k,
@@ -142,19 +149,20 @@ def _encode(request: WireRequest) -> sglang.GenerateRequest:
         frequency_penalty=s.frequency_penalty,
         presence_penalty=s.presence_penalty,
         repetition_penalty=1.0 if s.repetition_penalty is None else s.repetition_penalty,
-        max_new_tokens=s.max_tokens,
-        stop_token_ids=list(request.stop_token_ids),
+        stop_token_ids=request.stop_token_ids,
         skip_special_tokens=True,
         spaces_between_special_tokens=True,
         n=s.n,
         min_new_tokens=s.min_tokens,
         ignore_eos=s.ignore_eos,
         no_stop_trim=s.no_stop_trim,
-        logit_bias=dict(s.logit_bias),
+        logit_bias=s.logit_bias,
     )
-    return sglang.GenerateRequest(
+    if s.max_tokens is not None:
+        params.max_new_tokens = s.max_tokens
+    return sglang_pb.GenerateRequest(
         request_id=request.request_id,
-        tokenized=sglang.TokenizedInput(original_text=request.original_text, input_ids=request.input_ids),
+        tokenized=sglang_pb.TokenizedInput(original_text=request.original_text, input_ids=request.input_ids),
         sampling_params=params,
         return_logprob=s.logprobs,
         top_logprobs_num=s.top_logprobs,
@@ -164,8 +172,8 @@ def _encode(request: WireRequest) -> sglang.GenerateRequest:
     )
 
 
-def _logprobs(block: sglang.OutputLogProbs | None) -> LogprobBlock | None:
-    if block is None or not block.token_ids:
+def _logprobs(block: Any) -> LogprobBlock | None:
+    if not block.token_ids:
         return None
     return LogprobBlock(
         token_ids=list(block.token_ids),
@@ -174,31 +182,30 @@ def _logprobs(block: sglang.OutputLogProbs | None) -> LogprobBlock | None:
     )
 
 
-def _chunk(chunk: sglang.GenerateStreamChunk) -> Chunk:
+def _chunk(chunk: Any) -> Chunk:
     return Chunk(
         index=chunk.index,
-        token_ids=chunk.token_ids,
+        token_ids=list(chunk.token_ids),
         prompt_tokens=chunk.prompt_tokens,
         completion_tokens=chunk.completion_tokens,
         cached_tokens=chunk.cached_tokens,
-        logprobs=_logprobs(chunk.output_logprobs),
+        logprobs=_logprobs(chunk.output_logprobs) if chunk.HasField("output_logprobs") else None,
     )
 
 
-def _complete(complete: sglang.GenerateComplete) -> Complete:
-    matched: int | str | None = complete.matched_token_id
-    if matched is None:
-        matched = complete.matched_stop_str
+def _complete(complete: Any) -> Complete:
+    which = complete.WhichOneof("matched_stop")
+    matched: int | str | None = None if which is None else getattr(complete, which)
     return Complete(
         index=complete.index,
-        output_ids=complete.output_ids,
+        output_ids=list(complete.output_ids),
         finish_reason=complete.finish_reason or "stop",
         matched_stop=matched,
         prompt_tokens=complete.prompt_tokens,
         completion_tokens=complete.completion_tokens,
         cached_tokens=complete.cached_tokens,
         reasoning_tokens=complete.reasoning_tokens,
-        logprobs=_logprobs(complete.output_logprobs),
+        logprobs=_logprobs(complete.output_logprobs) if complete.HasField("output_logprobs") else None,
     )
 
 
