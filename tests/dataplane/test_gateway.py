@@ -81,8 +81,8 @@ async def test_wire_request_carries_template_tokens_and_single_token_stops(gatew
     )
     wire = client(gateway, 0).requests[0]
     assert wire.original_text.startswith("<|im_start|>user\nSay hello<|im_end|>")
-    assert wire.input_ids == gateway.model(MODEL).tokenizer.encode(wire.original_text)
-    newline = gateway.model(MODEL).tokenizer.encode("\n")
+    assert wire.input_ids == gateway.tokenizer(MODEL).encode(wire.original_text)
+    newline = gateway.tokenizer(MODEL).encode("\n")
     assert wire.stop_token_ids == (7, *newline)
     assert wire.sampling.max_tokens == 5
 
