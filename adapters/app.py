@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 from adapters.admin import routes as admin
 from adapters.chat.routes import chat_completions
 from adapters.completions.routes import completions
-from adapters.context import GATEWAY, REQUEST_ID_HEADERS
+from adapters.context import GATEWAY, REQUEST_ID, REQUEST_ID_HEADERS, incoming_request_id
 from adapters.errors import error_response, gateway_error_response, http_error_response
 from adapters.http_workers import ClientFactory
 from dataplane.config import GatewayConfig
@@ -32,16 +32,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except GatewayError as exc:
         if exc.status >= 500:
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
-        return gateway_error_response(exc)
+        response = gateway_error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return http_error_response(exc)
+        response = http_error_response(exc)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal error", "internal_error")
+        response = error_response(500, "internal error", "internal_error")
+    if request_id := request.get(REQUEST_ID) or incoming_request_id(request):
+        response.headers["x-request-id"] = request_id
+    return response
 
 
 def build_app(config: GatewayConfig) -> web.Application:

@@ -13,6 +13,7 @@ from dataplane.gateway import Gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
 REQUEST_ID_HEADERS = web.AppKey("request_id_headers", tuple)
+REQUEST_ID = web.RequestKey("request_id", str)  # the id this request answers with
 _ALPHABET = string.ascii_letters + string.digits
 _TRACE_HEADERS = ("traceparent", "tracestate")
 
@@ -28,9 +29,23 @@ def new_request_id(prefix: str) -> str:
     return prefix + "".join(random.choices(_ALPHABET, k=24))
 
 
+def incoming_request_id(request: web.Request) -> str | None:
+    """The client's request id: the first configured header present."""
+    return next((v for h in request.app[REQUEST_ID_HEADERS] if (v := request.headers.get(h))), None)
+
+
 def request_context(request: web.Request, *, prefix: str) -> RequestContext:
-    """The client's request id (first configured header present) or a new one, echoed as ``x-request-id``."""
-    incoming = next((v for h in request.app[REQUEST_ID_HEADERS] if (v := request.headers.get(h))), None)
-    request_id = incoming or new_request_id(prefix)
+    """Ids for one request: the client's (echoed as ``x-request-id``) and a unique one for the engine.
+
+    As in SMG, a client id becomes ``{id}-{suffix}`` on the engine and in the response ``id``: clients reuse
+    ids, and two in-flight requests with one engine id would share an ``Abort``.
+    """
+    incoming = incoming_request_id(request)
+    if incoming:
+        request_id = f"{incoming}-{new_request_id('')[:12]}"
+        echoed = incoming
+    else:
+        request_id = echoed = new_request_id(prefix)
+    request[REQUEST_ID] = echoed
     trace = {h: v for h in _TRACE_HEADERS if (v := request.headers.get(h))}
-    return RequestContext(request_id, trace, {"x-request-id": request_id})
+    return RequestContext(request_id, trace, {"x-request-id": echoed})

@@ -25,9 +25,9 @@ def chat_logprobs(items: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict[
             {
                 "token": lp.token,
                 "logprob": lp.logprob,
-                "bytes": list(lp.token.encode()),
+                "bytes": list(lp.raw),
                 "top_logprobs": [
-                    {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())} for t in lp.top
+                    {"token": t.token, "logprob": t.logprob, "bytes": list(t.raw)} for t in lp.top
                 ],
             }
             for lp in items

@@ -131,7 +131,9 @@ def include_usage(body: Mapping[str, Any]) -> bool:
     options = get(body, "stream_options", dict, {})
     if options and not get(body, "stream", bool, False):
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
-    for key in options:
+    for key, value in options.items():
+        if key == "continuous_usage_stats" and value:
+            raise UnsupportedParameter("stream option 'continuous_usage_stats' is not supported", param=key)
         if key not in ("include_usage", "continuous_usage_stats"):
             raise UnsupportedParameter(f"unrecognized stream option: '{key}'", param="stream_options")
     return bool(get(options, "include_usage", bool, False))

@@ -48,7 +48,7 @@ class OutputSpec:
 class ChoiceState:
     """One choice index: its text stream, stop handling and finish state."""
 
-    __slots__ = ("_spec", "_text", "completion_tokens", "done", "index", "settled")
+    __slots__ = ("_spec", "_text", "completion_tokens", "cut_by_stop_string", "done", "index", "settled")
 
     def __init__(self, index: int, spec: OutputSpec) -> None:
         self.index = index
@@ -62,29 +62,41 @@ class ChoiceState:
         )
         self.done = False  # no more output for this choice
         self.settled = False  # and the worker needs nothing more either (it completed, or we cut it off)
-        self.completion_tokens = 0
+        self.cut_by_stop_string = False  # the worker generated past the end the client sees
+        self.completion_tokens = 0  # tokens up to and including the one that ended the choice
 
     def on_tokens(self, ids: Sequence[int], logprobs: LogprobBlock | None) -> list[Event]:
         if self.done or not ids:
             return []
-        self.completion_tokens += len(ids)
         cut = _first_stop(ids, self._spec.stop_token_ids)
         kept = ids if cut is None else ids[:cut]
+        text, used = self._push(kept)
+        self.completion_tokens += used if self._text.stopped or cut is None else used + 1
+        events: list[Event] = []
+        if text or (logprobs is not None and self._spec.logprobs):
+            events.append(self._delta(text, logprobs, used))
+        if self._text.stopped:
+            self.settled = self.cut_by_stop_string = True  # the worker does not know about stop strings
+            events.append(self._finish("stop", self._text.matched_stop))
+        elif cut is not None:
+            if tail := self._text.flush():
+                events.append(TextDelta(self.index, tail))
+            events.append(self._finish("stop", ids[cut]))
+        return events
+
+    def _push(self, ids: Sequence[int]) -> tuple[str, int]:
+        """Decode ``ids``; with stop strings, one at a time so the token that completes a stop is known."""
         try:
-            text = self._text.push(kept)
+            if not self._spec.stops:
+                return self._text.push(ids), len(ids)
+            pieces = []
+            for used, token in enumerate(ids, 1):
+                pieces.append(self._text.push((token,)))
+                if self._text.stopped:
+                    return "".join(pieces), used
+            return "".join(pieces), len(ids)
         except ValueError as exc:  # an id outside the vocabulary: the worker and tokenizer disagree
             raise WorkerStreamError(f"worker sent an undecodable token: {exc}", status=502) from exc
-        events: list[Event] = []
-        if self._text.stopped:
-            events.append(self._delta(text, logprobs, len(kept)))
-            events.append(self._finish("stop", self._text.matched_stop))
-            self.settled = True  # the worker does not know about stop strings
-        elif cut is not None:
-            events.append(self._delta(text + self._text.flush(), logprobs, len(kept)))
-            events.append(self._finish("stop", ids[cut]))
-        elif text or (logprobs is not None and self._spec.logprobs):
-            events.append(self._delta(text, logprobs, len(kept)))
-        return [e for e in events if not (isinstance(e, TextDelta) and not e.text and not e.logprobs)]
 
     def on_complete(self, complete: Complete) -> list[Event]:
         events = [] if self._spec.streaming else self.on_tokens(complete.output_ids, complete.logprobs)
@@ -139,7 +151,13 @@ class ResponseAssembler:
         missing = [c.index for c in self._choices if not c.done]
         if missing:
             raise WorkerStreamError(f"worker stream ended before choices {missing} completed", status=502)
-        completion = sum(self._reported_completion.get(c.index) or c.completion_tokens for c in self._choices)
+        # The worker's count, except where a stop string ended the choice before the worker did.
+        completion = sum(
+            c.completion_tokens
+            if c.cut_by_stop_string
+            else self._reported_completion.get(c.index) or c.completion_tokens
+            for c in self._choices
+        )
         return [Usage(self._prompt_tokens, completion, self._cached_tokens, self._reasoning_tokens)]
 
     def _choice(self, index: int) -> ChoiceState:
@@ -160,9 +178,12 @@ def _token_logprobs(tok: ModelTokenizer, block: LogprobBlock, count: int) -> tup
     out = []
     for pos, (token_id, logprob) in enumerate(zip(block.token_ids[:count], block.logprobs, strict=False)):
         top_ids, top_values = block.top[pos] if pos < len(block.top) else ([], [])
-        top = tuple(
-            TopLogprob(tok.decode([i], skip_special_tokens=False), i, v)
-            for i, v in zip(top_ids, top_values, strict=False)
-        )
-        out.append(TokenLogprob(tok.decode([token_id], skip_special_tokens=False), token_id, logprob, top))
+        top = tuple(TopLogprob(*_token_text(tok, i), v) for i, v in zip(top_ids, top_values, strict=False))
+        text, token_id, raw = _token_text(tok, token_id)
+        out.append(TokenLogprob(text, token_id, logprob, top, raw))
     return tuple(out)
+
+
+def _token_text(tok: ModelTokenizer, token_id: int) -> tuple[str, int, bytes]:
+    raw = tok.token_bytes(token_id)
+    return raw.decode(errors="replace"), token_id, raw

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders
 
 # Only transformers' chat-template renderer is used; its "PyTorch was not found" advice is noise here.
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from dataplane.errors import ConfigError, InvalidRequest
@@ -46,6 +47,7 @@ class ModelTokenizer:
     eos_token_ids: frozenset[int]
     max_context_length: int | None
     source: str
+    byte_decoder: Mapping[str, int] | None = None  # byte-level BPE: vocabulary character -> byte
 
     @classmethod
     def from_dir(cls, directory: str | Path, *, chat_template: str | Path | None = None) -> ModelTokenizer:
@@ -67,6 +69,7 @@ class ModelTokenizer:
             eos_token_ids=eos,
             max_context_length=max_len if isinstance(max_len, int) and max_len < 10**9 else None,
             source=str(root),
+            byte_decoder=_byte_decoder(tokenizer),
         )
 
     def encode(self, text: str) -> list[int]:
@@ -75,6 +78,14 @@ class ModelTokenizer:
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The exact bytes one token stands for, even when it holds only part of a UTF-8 character."""
+        piece = self.tokenizer.id_to_token(token_id)
+        table = self.byte_decoder
+        if piece is not None and table is not None and all(c in table for c in piece):
+            return bytes(table[c] for c in piece)
+        return self.decode([token_id], skip_special_tokens=False).encode()
 
     @property
     def vocab_size(self) -> int:
@@ -131,6 +142,13 @@ def _load_template(root: Path, config: Mapping[str, Any], override: str | Path |
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, Mapping)}
         template = named.get("default")
     return template if isinstance(template, str) else None
+
+
+def _byte_decoder(tokenizer: Tokenizer) -> dict[str, int] | None:
+    if not isinstance(tokenizer.decoder, decoders.ByteLevel):
+        return None
+    byte_to_char: dict[int, str] = bytes_to_unicode()  # type: ignore[no-untyped-call]
+    return {char: byte for byte, char in byte_to_char.items()}
 
 
 def _eos_ids(tokenizer: Tokenizer, generation: Mapping[str, Any], eos_token: str | None) -> frozenset[int]:

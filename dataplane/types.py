@@ -61,6 +61,7 @@ class GenerateRequest:
 class TopLogprob:
     token: str
     token_id: int
+    raw: bytes  # the token's exact bytes; ``token`` is their lenient UTF-8 decoding
     logprob: float
 
 
@@ -70,6 +71,7 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: tuple[TopLogprob, ...] = ()
+    raw: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,11 +48,11 @@ class CompletionChunks:
 
     def on_event(self, event: Event) -> list[dict[str, Any]]:
         if isinstance(event, TextDelta):
-            text = self._pending_echo(event.index) + event.text
-            start = self._offsets.get(event.index, 0)
-            self._offsets[event.index] = start + len(text)
+            echo = self._pending_echo(event.index)
+            start = self._offsets.get(event.index, 0) + len(echo)  # offsets count the echoed prompt
+            self._offsets[event.index] = start + len(event.text)
             lp = completion_logprobs(event.logprobs, start) if event.logprobs else None
-            return [self._chunk(event.index, text, lp, None)]
+            return [self._chunk(event.index, echo + event.text, lp, None)]
         if isinstance(event, Finished):
             return [self._chunk(event.index, self._pending_echo(event.index), None, event)]
         if isinstance(event, Usage) and self._include_usage:
