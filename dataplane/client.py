@@ -19,6 +19,7 @@ from typing import Any, Protocol
 # protobuf's global pool, and a process that also hosts a grpcio server (tests, refworker) must see one.
 from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.client import Channel
+from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as sglang_pb
@@ -43,6 +44,15 @@ GRPC_TO_HTTP: Mapping[Status, int] = {
     Status.UNIMPLEMENTED: 501,
 }
 _GENERATE = "/sglang.grpc.scheduler.SglangScheduler/Generate"
+# As SMG configures its worker channels: large flow-control windows (few WINDOW_UPDATE frames on long
+# streams) and HTTP/2 keepalive pings so a dead worker connection is noticed while idle.
+CHANNEL_CONFIG = Configuration(
+    http2_connection_window_size=32 * 1024 * 1024,
+    http2_stream_window_size=16 * 1024 * 1024,
+    _keepalive_time=30.0,
+    _keepalive_timeout=10.0,
+    _keepalive_permit_without_calls=True,
+)
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
@@ -78,7 +88,7 @@ class SglangClient:
 
     def __init__(self, host: str, port: int) -> None:
         self.address = f"grpc://{host}:{port}"
-        self._channel = Channel(host, port)
+        self._channel = Channel(host, port, config=CHANNEL_CONFIG)
         self._stub = sglang.SglangSchedulerStub(self._channel)
 
     async def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:

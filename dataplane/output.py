@@ -142,9 +142,9 @@ class ResponseAssembler:
         return choice.on_complete(message)
 
     @property
-    def settled(self) -> bool:
-        """Every choice is finished and nothing more is expected from the worker."""
-        return all(c.settled for c in self._choices)
+    def cut_short(self) -> bool:
+        """Every choice is finished, some by a stop string the worker knows nothing of: stop reading."""
+        return all(c.settled for c in self._choices) and any(c.cut_by_stop_string for c in self._choices)
 
     def finish(self) -> list[Event]:
         """End of the worker stream: every choice must have finished."""

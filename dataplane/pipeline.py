@@ -136,8 +136,8 @@ async def execute(
                         yield Started(wire.request_id, model_id, created, worker.url.url)
                     for event in assembler.feed(message):
                         yield event
-                    if assembler.settled:
-                        break  # cut off by a stop string: the worker is aborted below
+                    if assembler.cut_short:
+                        break  # the worker is aborted below
                 else:
                     finished = True
             except WorkerError as exc:

@@ -73,6 +73,8 @@ async def test_round_robin_spreads_requests_and_releases_leases(gateway: Gateway
         assert done.choices[0].text == "Hello"
     assert [len(client(gateway, i).requests) for i in (0, 1)] == [2, 2]
     assert [w.load for w in gateway.registry.all()] == [0, 0]
+    await asyncio.sleep(0)  # an abort would be spawned as a task
+    assert client(gateway, 0).aborted == [] and client(gateway, 0).closed_early == []
 
 
 async def test_wire_request_carries_template_tokens_and_single_token_stops(gateway: Gateway) -> None:
