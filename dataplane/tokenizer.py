@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,59 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+class PieceCache:
+    """Tokenize text as the tokenizer itself does, piece by piece, remembering recent pieces.
+
+    ``tokenizers`` first splits the input on its added tokens (``<|im_start|>``, ``<think>``, …) and then
+    tokenizes each piece between them on its own; so ``encode(text)`` equals the concatenation of the
+    pieces' encodings. Chat prompts repeat most of their pieces (system prompt, tool list, earlier turns),
+    and a piece seen before costs a dict lookup instead of a BPE pass. Bounded by entries and characters.
+    Only built when that split is exact: every added token un-normalized, with no strip/single-word rule.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, max_entries: int = 8192, max_chars: int = 8_000_000) -> None:
+        added = tokenizer.get_added_tokens_decoder()
+        self._tokenizer = tokenizer
+        self._ids = {t.content: i for i, t in added.items()}
+        alternatives = "|".join(re.escape(t) for t in sorted(self._ids, key=len, reverse=True))
+        self._split = re.compile(f"({alternatives})") if alternatives else None
+        self._pieces: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._chars = 0
+        self._max_entries = max_entries
+        self._max_chars = max_chars
+
+    @staticmethod
+    def exact_for(tokenizer: Tokenizer) -> bool:
+        return all(
+            not (t.normalized or t.lstrip or t.rstrip or t.single_word)
+            for t in tokenizer.get_added_tokens_decoder().values()
+        )
+
+    def encode(self, text: str) -> list[int]:
+        parts = self._split.split(text) if self._split is not None else [text]
+        ids: list[int] = []
+        for i, part in enumerate(parts):
+            if i % 2:  # the split's capture group: an added token
+                ids.append(self._ids[part])
+            elif part:
+                ids.extend(self._piece(part))
+        return ids
+
+    def _piece(self, piece: str) -> tuple[int, ...]:
+        cached = self._pieces.get(piece)
+        if cached is not None:
+            self._pieces.move_to_end(piece)
+            return cached
+        ids = tuple(self._tokenizer.encode(piece, add_special_tokens=False).ids)
+        if len(piece) <= self._max_chars // 4:
+            self._pieces[piece] = ids
+            self._chars += len(piece)
+            while len(self._pieces) > self._max_entries or self._chars > self._max_chars:
+                evicted, _ = self._pieces.popitem(last=False)
+                self._chars -= len(evicted)
+        return ids
+
+
 @dataclass(frozen=True, slots=True)
 class ModelTokenizer:
     """A model's tokenizer, chat template, special tokens and EOS ids."""
@@ -48,6 +103,7 @@ class ModelTokenizer:
     max_context_length: int | None
     source: str
     byte_decoder: Mapping[str, int] | None = None  # byte-level BPE: vocabulary character -> byte
+    pieces: PieceCache | None = None
 
     @classmethod
     def from_dir(cls, directory: str | Path, *, chat_template: str | Path | None = None) -> ModelTokenizer:
@@ -70,10 +126,13 @@ class ModelTokenizer:
             max_context_length=max_len if isinstance(max_len, int) and max_len < 10**9 else None,
             source=str(root),
             byte_decoder=_byte_decoder(tokenizer),
+            pieces=PieceCache(tokenizer) if PieceCache.exact_for(tokenizer) else None,
         )
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without added special tokens (the template already placed them)."""
+        if self.pieces is not None:
+            return self.pieces.encode(text)
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
