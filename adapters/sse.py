@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
@@ -12,6 +14,8 @@ from aiohttp import web
 from adapters.errors import stream_error_event
 from dataplane.errors import GatewayError, InternalError
 from dataplane.types import Event, Started
+
+log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 
@@ -36,9 +40,6 @@ class SseWriter:
     async def open(self) -> web.StreamResponse:
         await self._response.prepare(self._request)
         return self._response
-
-    async def send(self, payload: dict[str, Any]) -> None:
-        await self.write(b"data: " + orjson.dumps(payload) + b"\n\n")
 
     async def write(self, data: bytes) -> None:
         try:
@@ -78,19 +79,47 @@ async def stream_events(
         formatter = make_formatter(started)
         writer = SseWriter(request, headers)
         await writer.open()
+        # Events are produced by their own task and written by this one, all that is ready in one write:
+        # worker messages that arrive together leave in one send() instead of one each.
+        ready: asyncio.Queue[bytes | GatewayError | None] = asyncio.Queue(maxsize=256)  # backpressure
+        producer = asyncio.create_task(_produce(events, formatter, ready))
         try:
-            async for event in events:
-                for payload in formatter.on_event(event):
-                    await writer.send(payload)
-        except GatewayError as exc:
-            await _try_write(writer, stream_error_event(exc))
-        except ClientGone:
-            return writer.response
-        with contextlib.suppress(ClientGone):
+            ended = False
+            while not ended:
+                items = [await ready.get()]
+                while not ready.empty():
+                    items.append(ready.get_nowait())
+                data = bytearray()
+                for item in items:
+                    if isinstance(item, bytes):
+                        data += item
+                    else:  # the end: None, or an error to send in-band
+                        data += stream_error_event(item) if item is not None else b""
+                        ended = True
+                if data:
+                    await writer.write(bytes(data))
             await writer.close()
+        except ClientGone:
+            pass
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
         return writer.response
 
 
-async def _try_write(writer: SseWriter, data: bytes) -> None:
-    with contextlib.suppress(ClientGone):
-        await writer.write(data)
+async def _produce(
+    events: AsyncGenerator[Event, None],
+    formatter: Formatter,
+    ready: asyncio.Queue[bytes | GatewayError | None],
+) -> None:
+    end: GatewayError | None = None
+    try:
+        async for event in events:
+            for payload in formatter.on_event(event):
+                await ready.put(b"data: " + orjson.dumps(payload) + b"\n\n")
+    except GatewayError as exc:
+        end = exc
+    except Exception:
+        log.exception("event stream failed")
+        end = InternalError("internal error")
+    await ready.put(end)
