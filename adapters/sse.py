@@ -13,7 +13,7 @@ from aiohttp import web
 
 from adapters.errors import stream_error_event
 from dataplane.errors import GatewayError, InternalError
-from dataplane.types import Event, Started
+from dataplane.types import Event, Started, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,14 @@ async def _produce(
     ready: asyncio.Queue[bytes | GatewayError | None],
 ) -> None:
     end: GatewayError | None = None
+    first = True
     try:
         async for event in events:
             for payload in formatter.on_event(event):
                 await ready.put(b"data: " + orjson.dumps(payload) + b"\n\n")
+            if first and isinstance(event, TextDelta):
+                first = False
+                await asyncio.sleep(0)  # the first token leaves now, not with whatever arrived behind it
     except GatewayError as exc:
         end = exc
     except Exception:

@@ -14,6 +14,7 @@ Each is a plain synchronous state machine: no I/O, no locks, one instance per ou
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from tokenizers import Tokenizer, decoders
@@ -206,6 +207,7 @@ class IncrementalDetokenizer:
         return ""
 
 
+@functools.lru_cache(maxsize=64)  # reading the added tokens costs more than decoding a whole chunk
 def _id_limit(tokenizer: Tokenizer) -> int:
     # get_vocab_size counts added tokens; their ids may lie beyond that count when some of them duplicate
     # model tokens, so also take the highest added id. Holes below the limit are dropped by decode() alike.
