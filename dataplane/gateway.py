@@ -116,7 +116,8 @@ class Gateway:
             return
 
     async def _model_for(self, info: WorkerInfo, *, proxied: bool) -> Model:
-        model_id = info.served_model_name or info.model_path or self.config.model_path or ""
+        model_id = self.config.served_model_name or info.served_model_name or info.model_path
+        model_id = model_id or self.config.model_path or ""
         if not model_id:
             raise ConfigError("the worker reports no model name")
         if model_id in self._models:
