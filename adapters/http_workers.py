@@ -7,14 +7,14 @@ pipeline and is forwarded as it came (body untouched), streamed back as the work
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from adapters.context import RequestContext
-from adapters.params import model_name
+from adapters.context import GATEWAY, RequestContext, request_context
+from adapters.params import model_name, parse_body
 from dataplane.client import WorkerClient
 from dataplane.config import WorkerUrl
 from dataplane.errors import ConfigError, InternalError, WorkerError
@@ -84,11 +84,6 @@ class ClientFactory:
         return HttpWorkerClient(url, self.session)
 
 
-def is_proxied(gateway: Gateway, body: dict[str, Any]) -> bool:
-    """Whether this request's model lives on HTTP workers (an unknown model raises ``ModelNotFound``)."""
-    return gateway.model(model_name(body)).proxied
-
-
 async def proxy(
     request: web.Request, raw: bytes, body: dict[str, Any], gateway: Gateway, ctx: RequestContext
 ) -> web.StreamResponse:
@@ -120,3 +115,26 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
             await response.write(data)
         await response.write_eof()
     return response
+
+
+RouteHandler = Callable[[web.Request, RequestContext, dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+def openai_route(
+    prefix: str,
+) -> Callable[[RouteHandler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """Wrap an OpenAI endpoint: request ids, the JSON body, and HTTP-worker models proxied untouched."""
+
+    def wrap(handler: RouteHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def route(request: web.Request) -> web.StreamResponse:
+            ctx = request_context(request, prefix=prefix)
+            raw = await request.read()
+            body = parse_body(raw)
+            gateway = request.app[GATEWAY]
+            if gateway.model(model_name(body)).proxied:
+                return await proxy(request, raw, body, gateway, ctx)
+            return await handler(request, ctx, body)
+
+        return route
+
+    return wrap

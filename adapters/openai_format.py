@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataplane.types import TokenLogprob, Usage
+from dataplane.types import Finished, TokenLogprob, Usage
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
@@ -44,3 +44,16 @@ def completion_logprobs(items: list[TokenLogprob] | tuple[TokenLogprob, ...], of
         offsets.append(offset)
         offset += len(lp.token)
     return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+
+
+def stream_chunk(
+    base: dict[str, Any], choice: dict[str, Any], finish: Finished | None, include_usage: bool
+) -> dict[str, Any]:
+    """One streamed chunk for one choice; ``usage`` is null on every chunk but the last when asked for."""
+    choice["finish_reason"] = finish.reason if finish else None
+    if finish is not None:
+        choice["matched_stop"] = finish.matched_stop
+    chunk = {**base, "choices": [choice]}
+    if include_usage:
+        chunk["usage"] = None
+    return chunk

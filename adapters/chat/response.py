@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.openai_format import chat_logprobs, usage_json
+from adapters.openai_format import chat_logprobs, stream_chunk, usage_json
 from dataplane.types import (
     Completion,
     Event,
@@ -102,15 +102,5 @@ class ChatChunks:
     def _chunk(
         self, index: int, delta: dict[str, Any], logprobs: Any = None, finish: Finished | None = None
     ) -> dict[str, Any]:
-        choice: dict[str, Any] = {
-            "index": index,
-            "delta": delta,
-            "logprobs": logprobs,
-            "finish_reason": finish.reason if finish else None,
-        }
-        if finish is not None:
-            choice["matched_stop"] = finish.matched_stop
-        chunk = {**self._base, "choices": [choice]}
-        if self._include_usage:
-            chunk["usage"] = None
-        return chunk
+        choice = {"index": index, "delta": delta, "logprobs": logprobs}
+        return stream_chunk(self._base, choice, finish, self._include_usage)

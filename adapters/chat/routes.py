@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 
 from adapters.chat.request import parse_chat
 from adapters.chat.response import ChatChunks, chat_completion
-from adapters.context import GATEWAY, request_context
-from adapters.http_workers import is_proxied, proxy
-from adapters.params import parse_body
+from adapters.context import GATEWAY, RequestContext
+from adapters.http_workers import openai_route
 from adapters.sse import stream_events
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    ctx = request_context(request, prefix="chatcmpl-")
-    raw = await request.read()
-    body = parse_body(raw)
-    gateway = request.app[GATEWAY]
-    if is_proxied(gateway, body):
-        return await proxy(request, raw, body, gateway, ctx)
+@openai_route("chatcmpl-")
+async def chat_completions(
+    request: web.Request, ctx: RequestContext, body: dict[str, Any]
+) -> web.StreamResponse:
     chat = parse_chat(body, ctx.request_id, ctx.trace)
+    gateway = request.app[GATEWAY]
     if chat.generate.stream:
         return await stream_events(
             request,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.openai_format import completion_logprobs, usage_json
+from adapters.openai_format import completion_logprobs, stream_chunk, usage_json
 from dataplane.types import Completion, Event, Finished, Started, TextDelta, Usage
 
 
@@ -66,15 +66,5 @@ class CompletionChunks:
         return self._echo[index]
 
     def _chunk(self, index: int, text: str, logprobs: Any, finish: Finished | None) -> dict[str, Any]:
-        choice: dict[str, Any] = {
-            "index": index,
-            "text": text,
-            "logprobs": logprobs,
-            "finish_reason": finish.reason if finish else None,
-        }
-        if finish is not None:
-            choice["matched_stop"] = finish.matched_stop
-        chunk = {**self._base, "choices": [choice]}
-        if self._include_usage:
-            chunk["usage"] = None
-        return chunk
+        choice = {"index": index, "text": text, "logprobs": logprobs}
+        return stream_chunk(self._base, choice, finish, self._include_usage)

@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from adapters.completions.request import CompletionRequest, parse_completion
 from adapters.completions.response import CompletionChunks, text_completion
-from adapters.context import GATEWAY, request_context
-from adapters.http_workers import is_proxied, proxy
-from adapters.params import parse_body
+from adapters.context import GATEWAY, RequestContext
+from adapters.http_workers import openai_route
 from adapters.sse import stream_events
 from dataplane.batch import merge_batch
 from dataplane.gateway import Gateway
 from dataplane.types import Event
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    ctx = request_context(request, prefix="cmpl-")
-    raw = await request.read()
-    body = parse_body(raw)
-    gateway = request.app[GATEWAY]
-    if is_proxied(gateway, body):
-        return await proxy(request, raw, body, gateway, ctx)
+@openai_route("cmpl-")
+async def completions(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> web.StreamResponse:
     parsed = parse_completion(body, ctx.request_id, ctx.trace)
+    gateway = request.app[GATEWAY]
     echo = _echo_texts(gateway, parsed)
     if parsed.prompts[0].stream:
         return await stream_events(
