@@ -62,7 +62,7 @@ class Gateway:
         self._client_factory = client_factory
         self._models: dict[str, Model] = {}
         self._aliases: dict[str, str] = {}
-        self._tokenizers: dict[str, ModelTokenizer] = {}
+        self._tokenizers: dict[str, asyncio.Future[ModelTokenizer]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health = HealthPolicy(
             interval=config.health_check_interval_secs,
@@ -106,6 +106,11 @@ class Gateway:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            except Exception:  # a bug must not leave the worker unregistered for good
+                log.exception("registering worker %s failed", worker.url.url)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             worker.model_id = model.id
             worker.labels = {
                 "served_model_name": info.served_model_name,
@@ -125,8 +130,7 @@ class Gateway:
                 raise ConfigError(f"model {model_id!r} is served by both gRPC and HTTP workers")
             return self._models[model_id]
         tokenizer = None if proxied else await self._tokenizer(info)
-        model = Model(model_id, tokenizer, int(time.time()), proxied)
-        self._models[model_id] = model
+        model = self._models.setdefault(model_id, Model(model_id, tokenizer, int(time.time()), proxied))
         for alias in (self.config.model_path, info.model_path):
             if alias:
                 self._aliases.setdefault(alias, model_id)
@@ -135,11 +139,16 @@ class Gateway:
     async def _tokenizer(self, info: WorkerInfo) -> ModelTokenizer:
         source = self._tokenizer_source(info)
         if source not in self._tokenizers:
-            # Loading a large tokenizer.json takes a second of CPU: keep it off the event loop.
-            self._tokenizers[source] = await asyncio.to_thread(
-                load_tokenizer, source, self.config.chat_template
+            # Loading a large tokenizer.json takes a second of CPU: off the event loop, once per source
+            # even when several workers register at the same time.
+            self._tokenizers[source] = asyncio.ensure_future(
+                asyncio.to_thread(load_tokenizer, source, self.config.chat_template)
             )
-        return self._tokenizers[source]
+        try:
+            return await asyncio.shield(self._tokenizers[source])
+        except GatewayError:
+            self._tokenizers.pop(source, None)  # let the next registration attempt try again
+            raise
 
     def _tokenizer_source(self, info: WorkerInfo) -> str:
         for candidate in (self.config.tokenizer_path, self.config.model_path, info.tokenizer_path):
@@ -184,7 +193,7 @@ class Gateway:
         """Validate, tokenize and route eagerly (errors raise here), then stream the worker's events."""
         model = self.model(request.model)
         prepared = prepare(request, self.tokenizer(model.id))
-        return execute(request, prepared, self.registry, self.policy, model.id, self.spawn, model.created)
+        return execute(request, prepared, self.registry, self.policy, model.id, self.spawn)
 
     async def collect(self, request: GenerateRequest) -> Completion:
         """The non-streaming view of one request."""

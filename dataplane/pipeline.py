@@ -7,6 +7,7 @@ A stream that is left before its worker finished is aborted on the worker (abort
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,10 +117,10 @@ async def execute(
     policy: Policy,
     model_id: str,
     spawn: Callable[[Coroutine[Any, Any, object]], None],
-    created: int,
 ) -> AsyncGenerator[Event, None]:
     """Run the request on a worker, retrying connection failures on other workers before the first event."""
     tried: set[Worker] = set()
+    created = int(time.time())
     for attempt in range(MAX_ATTEMPTS):
         worker = select_worker(registry, policy, model_id, tried)
         tried.add(worker)

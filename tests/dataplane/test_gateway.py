@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -222,3 +223,30 @@ async def test_events_are_one_stream_for_both_views(gateway: Gateway) -> None:
     events = [e async for e in gateway.generate(chat())]
     assert isinstance(events[0], Started)
     assert [e for e in events if isinstance(e, Finished)] == [Finished(0, "stop", EOS)]
+
+
+async def test_workers_registering_together_load_the_tokenizer_once(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataplane.gateway as gateway_module
+
+    loads: list[str] = []
+    load = gateway_module.load_tokenizer.__wrapped__  # uncached, so every call really loads
+
+    def counting_load(source: str, template: str | None = None) -> object:
+        loads.append(source)
+        return load(source, template)
+
+    monkeypatch.setattr(gateway_module, "load_tokenizer", counting_load)
+    gw = await started_gateway(model_dir, [hello, hello, hello])
+    try:
+        assert loads == [str(model_dir)]
+        assert len(gw.models()) == 1
+    finally:
+        await gw.stop()
+
+
+async def test_created_is_the_request_time(gateway: Gateway) -> None:
+    before = int(time.time())
+    done = await gateway.collect(chat())
+    assert before <= done.started.created <= int(time.time())
