@@ -101,13 +101,11 @@ class Gateway:
             try:
                 info = await worker.client.model_info(timeout=self.config.health_check_timeout_secs)
                 model = await self._model_for(info, proxied=worker.url.mode == "http")
-            except GatewayError as exc:
-                log.info("worker %s not registered yet: %s", worker.url.url, exc.message)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            except Exception:  # a bug must not leave the worker unregistered for good
-                log.exception("registering worker %s failed", worker.url.url)
+            except Exception as exc:  # even a bug must not leave the worker unregistered for good
+                if isinstance(exc, GatewayError):
+                    log.info("worker %s not registered yet: %s", worker.url.url, exc.message)
+                else:
+                    log.exception("registering worker %s failed", worker.url.url)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
