@@ -43,9 +43,9 @@ def chunk_bytes(ids: int, complete: bool) -> bytes:
         body = pb.GenerateComplete(
             output_ids=range(1000, 1000 + ids), finish_reason="length", prompt_tokens=140
         )
-        return pb.GenerateResponse(request_id="r" * 33, complete=body).SerializeToString()
+        return bytes(pb.GenerateResponse(request_id="r" * 33, complete=body).SerializeToString())
     body2 = pb.GenerateStreamChunk(token_ids=range(1000, 1000 + ids), prompt_tokens=140, completion_tokens=8)
-    return pb.GenerateResponse(request_id="r" * 33, chunk=body2).SerializeToString()
+    return bytes(pb.GenerateResponse(request_id="r" * 33, chunk=body2).SerializeToString())
 
 
 def per_call_us(fn: Callable[[], object], number: int) -> float:
