@@ -81,7 +81,8 @@ class WorkerRegistry:
 
     def set_status(self, worker: Worker, status: WorkerStatus) -> None:
         if worker.status != status:
-            log.warning("worker %s: %s -> %s", worker.url.url, worker.status, status)
+            level = logging.INFO if status == "ready" else logging.WARNING
+            log.log(level, "worker %s: %s -> %s", worker.url.url, worker.status, status)
             worker.status = status
             self._publish()
 
