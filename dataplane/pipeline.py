@@ -156,8 +156,11 @@ async def execute(
                 await stream.aclose()
                 if not finished:
                     spawn(worker.client.abort(wire.request_id, "Stream dropped"))
+        tail = (
+            assembler.finish()
+        )  # raises if the worker ended without finishing: a plain error if nothing began
         if not started:
             yield Started(wire.request_id, model_id, created, worker.url.url)
-        for event in assembler.finish():
+        for event in tail:
             yield event
         return

@@ -250,3 +250,14 @@ async def test_created_is_the_request_time(gateway: Gateway) -> None:
     before = int(time.time())
     done = await gateway.collect(chat())
     assert before <= done.started.created <= int(time.time())
+
+
+async def test_a_worker_that_ends_without_answering_is_a_plain_error(model_dir: Path) -> None:
+    gw = await started_gateway(model_dir, [lambda _: []])
+    try:
+        stream = gw.generate(chat())
+        with pytest.raises(WorkerError, match="ended before"):
+            await anext(stream)  # before anything was sent: the adapter can still answer with a status
+        assert gw.registry.all()[0].load == 0
+    finally:
+        await gw.stop()
