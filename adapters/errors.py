@@ -45,9 +45,8 @@ def http_error_response(exc: web.HTTPException) -> web.Response:
     """aiohttp's own errors (404 route, 405 method, 413 body too large) in the same JSON shape."""
     code = HTTPStatus(exc.status).phrase.lower().replace(" ", "_")
     response = error_response(exc.status, exc.text or HTTPStatus(exc.status).phrase, code)
-    for name in ("Allow",):
-        if name in exc.headers:
-            response.headers[name] = exc.headers[name]
+    if "Allow" in exc.headers:  # a 405 names the methods that would work
+        response.headers["Allow"] = exc.headers["Allow"]
     return response
 
 

@@ -29,7 +29,6 @@ class Worker:
     model_id: str = ""
     status: WorkerStatus = "pending"
     load: int = 0
-    processed: int = 0
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     labels: dict[str, str] = field(default_factory=dict)
@@ -94,7 +93,6 @@ class WorkerRegistry:
             yield worker
         finally:
             worker.load -= 1
-            worker.processed += 1
 
     def _publish(self) -> None:
         snapshot: dict[str, list[Worker]] = {}
