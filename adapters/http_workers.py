@@ -19,6 +19,7 @@ from dataplane.client import WorkerClient
 from dataplane.config import WorkerUrl
 from dataplane.errors import ConfigError, InternalError, WorkerError
 from dataplane.gateway import Gateway, grpc_client_factory
+from dataplane.routing import RouteRequest
 from dataplane.types import WireRequest, WorkerInfo, WorkerMessage
 
 # Headers a worker should see (auth, correlation, tracing); hop-by-hop and length headers are not copied.
@@ -88,7 +89,8 @@ async def proxy(
     request: web.Request, raw: bytes, body: dict[str, Any], gateway: Gateway, ctx: RequestContext
 ) -> web.StreamResponse:
     """Forward the request to an HTTP worker of the model and relay its answer, streaming if it streams."""
-    worker = gateway.select(gateway.model(model_name(body)).id)
+    route = RouteRequest(gateway.model(model_name(body)).id, text=raw.decode(errors="replace"))
+    worker = gateway.select(route)
     timeout = gateway.config.request_timeout_secs
     client = worker.client
     assert isinstance(client, HttpWorkerClient)

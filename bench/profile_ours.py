@@ -155,8 +155,8 @@ LAYERS = (
         ("adapters/params.py", "adapters/chat/request.py", "adapters/context.py", "random"),
     ),
     (
-        "pipeline / gateway glue (dataplane/pipeline.py, gateway.py, workers.py, policies.py)",
-        ("dataplane/pipeline.py", "dataplane/gateway.py", "dataplane/workers.py", "dataplane/policies.py"),
+        "pipeline / gateway glue (dataplane/pipeline.py, gateway.py, workers.py, routing/)",
+        ("dataplane/pipeline.py", "dataplane/gateway.py", "dataplane/workers.py", "dataplane/routing/"),
     ),
     ("dataclass __init__ etc. (<string>)", ("<string>",)),
     ("asyncio + event loop", ("asyncio", "uvloop")),

@@ -8,9 +8,41 @@ from urllib.parse import urlsplit
 
 from dataplane.errors import ConfigError
 
-PolicyName = Literal["round_robin", "random"]
+PolicyName = Literal[
+    "random",
+    "round_robin",
+    "power_of_two",
+    "least_load",
+    "cache_aware",
+    "consistent_hashing",
+    "prefix_hash",
+    "manual",
+]
+AssignmentMode = Literal["random", "min_load", "min_group"]
 ConnectionMode = Literal["grpc", "http"]
+# The policies built so far; the rest of PolicyName is refused at start-up.
 POLICIES: tuple[PolicyName, ...] = ("round_robin", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Policy knobs, named and defaulted as SMG's flags (smg-behavior.md §1.2, §3)."""
+
+    cache_threshold: float = 0.3
+    balance_abs_threshold: int = 64
+    balance_rel_threshold: float = 1.5
+    balance_token_usage_threshold: float = 1.0
+    overload_token_usage_threshold: float = 1.0
+    eviction_interval_secs: float = 120.0
+    max_tree_size: int = 2**26
+    block_size: int = 16
+    prefix_token_count: int = 256
+    prefix_hash_load_factor: float = 1.25
+    least_load_kv_pressure_weight: float = 0.15
+    least_load_default_throughput: float = 2000.0
+    least_load_mean_prefill_tokens: int = 1024
+    max_idle_secs: float = 14400.0
+    assignment_mode: AssignmentMode = "random"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +78,7 @@ class GatewayConfig:
     chat_template: str | None = None
     served_model_name: str | None = None
     policy: PolicyName = "round_robin"
+    routing: PolicyConfig = PolicyConfig()
     request_timeout_secs: float = 1800.0
     max_payload_size: int = 512 * 1024 * 1024
     health_check_interval_secs: float = 60.0

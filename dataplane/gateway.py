@@ -15,7 +15,7 @@ from dataplane.client import SglangClient, WorkerClient
 from dataplane.config import GatewayConfig, WorkerUrl
 from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
 from dataplane.pipeline import execute, prepare, select_worker
-from dataplane.policies import make_policy
+from dataplane.routing import RouteRequest, make_policy
 from dataplane.tokenizer import ModelTokenizer, load_tokenizer
 from dataplane.types import (
     Choice,
@@ -58,7 +58,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, client_factory: ClientFactory = grpc_client_factory) -> None:
         self.config = config
         self.registry = WorkerRegistry()
-        self.policy = make_policy(config.policy)
+        self.policy = make_policy(config.policy, config.routing)
         self._client_factory = client_factory
         self._models: dict[str, Model] = {}
         self._aliases: dict[str, str] = {}
@@ -175,9 +175,9 @@ class Gateway:
 
     # --- the data path ---------------------------------------------------------------------------------
 
-    def select(self, model_id: str) -> Worker:
+    def select(self, route: RouteRequest) -> Worker:
         """A healthy worker for the model, by the configured policy (for proxied HTTP requests)."""
-        return select_worker(self.registry, self.policy, model_id, set())
+        return select_worker(self.registry, self.policy, route, set())
 
     def tokenizer(self, name: str) -> ModelTokenizer:
         model = self.model(name)

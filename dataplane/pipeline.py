@@ -14,7 +14,7 @@ from typing import Any
 
 from dataplane.errors import InvalidRequest, NoHealthyWorker, WorkerError
 from dataplane.output import OutputSpec, ResponseAssembler
-from dataplane.policies import Policy
+from dataplane.routing import Policy, RouteRequest
 from dataplane.tokenizer import ModelTokenizer
 from dataplane.types import Event, GenerateRequest, Started, WireRequest
 from dataplane.workers import Worker, WorkerRegistry
@@ -87,11 +87,17 @@ def _check_ids(ids: Sequence[int], vocab_size: int) -> None:
         raise InvalidRequest(f"token id {bad} is outside the vocabulary (size {vocab_size})", param="prompt")
 
 
-def select_worker(registry: WorkerRegistry, policy: Policy, model_id: str, exclude: set[Worker]) -> Worker:
-    candidates = [w for w in registry.healthy(model_id) if w not in exclude]
+def select_worker(
+    registry: WorkerRegistry, policy: Policy, route: RouteRequest, exclude: set[Worker]
+) -> Worker:
+    healthy = registry.healthy(route.model_id)
+    candidates = [w for w in healthy if w not in exclude] if exclude else healthy
     if not candidates:
-        raise NoHealthyWorker(f"no healthy worker is available for model {model_id!r}")
-    return policy.select(model_id, candidates)
+        raise NoHealthyWorker(f"no healthy worker is available for model {route.model_id!r}")
+    worker = policy.select(route, candidates)
+    if worker is None:
+        raise NoHealthyWorker(f"the requested target worker is not available for model {route.model_id!r}")
+    return worker
 
 
 def build_wire_request(request: GenerateRequest, prepared: Prepared, attempt: int) -> WireRequest:
@@ -121,8 +127,9 @@ async def execute(
     """Run the request on a worker, retrying connection failures on other workers before the first event."""
     tried: set[Worker] = set()
     created = int(time.time())
+    route = RouteRequest(model_id, text=prepared.text, token_ids=prepared.input_ids)
     for attempt in range(MAX_ATTEMPTS):
-        worker = select_worker(registry, policy, model_id, tried)
+        worker = select_worker(registry, policy, route, tried)
         tried.add(worker)
         wire = build_wire_request(request, prepared, attempt)
         assembler = ResponseAssembler(prepared.output, request.sampling.n)

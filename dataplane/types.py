@@ -228,3 +228,57 @@ class WorkerInfo:
     max_context_length: int
     eos_token_ids: tuple[int, ...]
     weight_version: str
+
+
+# --- What workers report about their load and their KV cache (engine-neutral) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """A worker's own load figures (``GetLoads``, or the record on a KV event batch), summed over DP ranks."""
+
+    running_requests: int
+    waiting_requests: int
+    token_usage: float  # KV-cache utilization in [0, 1]
+    gen_throughput: float = 0.0  # tokens/s, 0 when unknown
+    waiting_uncached_tokens: int | None = None  # queued prompt tokens not served from cache
+    received_at: float = 0.0  # time.monotonic() when the gateway received it
+
+
+@dataclass(frozen=True, slots=True)
+class KvBlock:
+    """One stored KV block: the engine's hash for it and the token ids it holds."""
+
+    block_hash: int
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KvStored:
+    blocks: tuple[KvBlock, ...]
+    parent_block_hash: int | None  # the engine hash of the block before the first one; None at the root
+
+
+@dataclass(frozen=True, slots=True)
+class KvRemoved:
+    block_hashes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KvCleared:
+    pass
+
+
+KvEvent: TypeAlias = KvStored | KvRemoved | KvCleared
+
+
+@dataclass(frozen=True, slots=True)
+class KvEventBatch:
+    """One batch of a worker's ``SubscribeKvEvents`` stream (local device-tier blocks only)."""
+
+    sequence_number: int
+    events: tuple[KvEvent, ...]
+    dp_rank: int | None = None
+    load: EngineLoad | None = None
+    load_only: bool = False  # a load heartbeat repeating the last sequence number: no events to apply
+    snapshot: bool = False  # one chunk of a state snapshot: a resync of the worker's whole state

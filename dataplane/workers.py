@@ -15,6 +15,7 @@ from typing import Literal
 
 from dataplane.client import WorkerClient
 from dataplane.config import WorkerUrl
+from dataplane.types import EngineLoad
 
 log = logging.getLogger(__name__)
 WorkerStatus = Literal["pending", "ready", "not_ready"]
@@ -28,7 +29,8 @@ class Worker:
     client: WorkerClient
     model_id: str = ""
     status: WorkerStatus = "pending"
-    load: int = 0
+    load: int = 0  # requests in flight through this gateway (leases)
+    engine_load: EngineLoad | None = None  # the worker's own figures, when it reports them
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     labels: dict[str, str] = field(default_factory=dict)
