@@ -12,9 +12,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dataplane.config import POLICIES, AssignmentMode, PolicyConfig, PolicyName
+from dataplane.types import KvEventBatch
 from dataplane.workers import Worker
 
-__all__ = ["POLICIES", "AssignmentMode", "Policy", "PolicyConfig", "PolicyName", "RouteRequest"]
+__all__ = [
+    "POLICIES",
+    "AssignmentMode",
+    "KvEventSink",
+    "Policy",
+    "PolicyConfig",
+    "PolicyName",
+    "RouteRequest",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +42,26 @@ class RouteRequest:
     target_worker: str | None = None  # X-SMG-Target-Worker: an index into the model's workers
 
 
+class KvEventSink(Protocol):
+    """Where the gateway feeds each worker's ``SubscribeKvEvents`` stream (in order, duplicates dropped)."""
+
+    def apply(self, worker_id: str, batch: KvEventBatch) -> None: ...
+
+    def forget(self, worker_id: str) -> None:
+        """The worker is gone, or its stream restarts from scratch: drop what is known of its cache."""
+        ...
+
+
 class Policy(Protocol):
     name: str
+    needs_loads: bool
+    """Poll the workers' ``GetLoads`` for this policy (load-aware policies)."""
+    kv_events: KvEventSink | None
+    """Set when the policy routes on the workers' KV events (``cache_aware``); ``None`` otherwise."""
+
+    def maintain(self, now: float) -> None:
+        """Periodic upkeep (tree eviction, idle sticky keys), called every ``eviction_interval_secs``."""
+        ...
 
     def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Worker | None:
         """Pick one of ``workers`` (the model's routable workers, never empty), or ``None`` when the

@@ -13,6 +13,8 @@ class RoundRobin:
     """Cycle through the routable workers, one counter per model."""
 
     name = "round_robin"
+    needs_loads = False
+    kv_events = None
 
     def __init__(self) -> None:
         self._next: dict[str, int] = {}
@@ -22,12 +24,20 @@ class RoundRobin:
         self._next[request.model_id] = i + 1
         return workers[i % len(workers)]
 
+    def maintain(self, now: float) -> None:
+        pass
+
 
 class Random:
     name = "random"
+    needs_loads = False
+    kv_events = None
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
     def select(self, request: RouteRequest, workers: Sequence[Worker]) -> Worker | None:
         return workers[self._rng.randrange(len(workers))]
+
+    def maintain(self, now: float) -> None:
+        pass
