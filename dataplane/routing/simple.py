@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from dataplane.routing.base import RouteRequest
+from dataplane.routing.base import KvEventSink, RouteRequest
 from dataplane.workers import Worker
 
 
@@ -14,7 +14,7 @@ class RoundRobin:
 
     name = "round_robin"
     needs_loads = False
-    kv_events = None
+    kv_events: KvEventSink | None = None
 
     def __init__(self) -> None:
         self._next: dict[str, int] = {}
@@ -31,7 +31,7 @@ class RoundRobin:
 class Random:
     name = "random"
     needs_loads = False
-    kv_events = None
+    kv_events: KvEventSink | None = None
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
