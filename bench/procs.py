@@ -153,6 +153,34 @@ def start_worker(name: str, tokens_per_chunk: int, log: Path, model_dir: Path) -
     raise RuntimeError(f"{name} did not start:\n{proc.tail()}")
 
 
+def start_workers(count: int, args: list[str], logs: Path, prefix: str = "worker") -> list[tuple[Proc, int]]:
+    """``count`` reference workers with ``args`` (after ``--port 0``), all spawned before any is awaited."""
+    procs = [
+        Proc(
+            f"{prefix}{i + 1}",
+            [str(VENV_PY), "-m", "refworker", "--port", "0", *args],
+            logs / f"{prefix}{i + 1}.log",
+        )
+        for i in range(count)
+    ]
+    started: list[tuple[Proc, int]] = []
+    deadline = time.time() + 60
+    try:
+        for proc in procs:
+            while True:
+                if match := re.search(r"refworker ready on [^\s:]+:(\d+)", proc.tail(50)):
+                    started.append((proc, int(match.group(1))))
+                    break
+                if not proc.alive() or time.time() > deadline:
+                    raise RuntimeError(f"{proc.name} did not start:\n{proc.tail()}")
+                time.sleep(0.1)
+    except BaseException:
+        for proc in procs:
+            proc.stop()
+        raise
+    return started
+
+
 # ---- gateways ----------------------------------------------------------------------------------------
 
 
@@ -178,11 +206,13 @@ def package_version(python: Path, package: str) -> str:
     return out.stdout.strip() or "unknown"
 
 
-def gateway_flags(worker_ports: list[int], model_dir: Path, port: int) -> list[str]:
+def gateway_flags(
+    worker_ports: list[int], model_dir: Path, port: int, policy: str = "round_robin"
+) -> list[str]:
     """The launch flags both gateways accept unchanged."""
     return [
         "--worker-urls", *(f"grpc://127.0.0.1:{p}" for p in worker_ports),
-        "--model-path", str(model_dir), "--policy", "round_robin",
+        "--model-path", str(model_dir), "--policy", policy,
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warn",
     ]  # fmt: skip
 

@@ -34,6 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--default-max-new-tokens", type=int, default=128)
     add("--log-level", choices=LOG_LEVELS, default="warning")
     add("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="auto: uvloop when installed")
+    add("--block-size", type=int, default=16, help="prefix cache block (page) size in tokens")
+    add("--no-kv-events", dest="kv_events", action="store_false", help="SubscribeKvEvents -> UNIMPLEMENTED")
+    add("--kv-event-history", type=int, default=4096, help="event batches kept for resuming subscribers")
+    realistic = parser.add_argument_group("realistic mode (continuous-batching simulator)")
+    add = realistic.add_argument
+    add("--realistic", action="store_true", help="simulate timing and a finite KV cache")
+    add("--prefill-tps", type=float, default=8000.0, help="uncached prompt tokens prefilled per second")
+    add("--prefill-chunk", type=int, default=2048, help="prompt tokens prefilled per scheduler step at most")
+    add("--decode-base-ms", type=float, default=6.0, help="decode step time with an empty batch")
+    add("--decode-per-req-ms", type=float, default=0.35, help="added decode step time per running sequence")
+    add("--max-running", type=int, default=256, help="running requests at most; the rest queue")
+    add("--kv-tokens", type=int, default=524288, help="KV cache capacity in tokens")
     return parser
 
 
@@ -54,6 +66,16 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         eos_token_ids=tuple(args.eos_token_ids) if args.eos_token_ids else None,
         default_max_new_tokens=args.default_max_new_tokens,
         log_level=args.log_level,
+        realistic=args.realistic,
+        prefill_tps=args.prefill_tps,
+        prefill_chunk=args.prefill_chunk,
+        decode_base_ms=args.decode_base_ms,
+        decode_per_req_ms=args.decode_per_req_ms,
+        max_running=args.max_running,
+        kv_tokens=args.kv_tokens,
+        block_size=args.block_size,
+        kv_events=args.kv_events,
+        kv_event_history=args.kv_event_history,
     )
 
 

@@ -49,6 +49,19 @@ class WorkerConfig:
     eos_token_ids: tuple[int, ...] | None = None
     default_max_new_tokens: int = 128
     log_level: str = "warning"
+    # Realistic mode: a continuous-batching simulator decides every request's timing (the latency fields
+    # above and the ttft_ms/itl_ms directives are then unused) over a finite KV cache.
+    realistic: bool = False
+    prefill_tps: float = 8000.0
+    prefill_chunk: int = 2048
+    decode_base_ms: float = 6.0
+    decode_per_req_ms: float = 0.35
+    max_running: int = 256
+    kv_tokens: int = 524288
+    # Both modes: the prefix cache's block size, and whether SubscribeKvEvents is served.
+    block_size: int = 16
+    kv_events: bool = True
+    kv_event_history: int = 4096
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -69,6 +82,12 @@ class WorkerConfig:
             raise ConfigError("eos_token_ids must not be empty")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.prefill_tps <= 0 or min(self.decode_base_ms, self.decode_per_req_ms) < 0:
+            raise ConfigError("prefill_tps must be > 0 and decode latencies >= 0")
+        if min(self.prefill_chunk, self.max_running, self.block_size, self.kv_event_history) < 1:
+            raise ConfigError("prefill_chunk, max_running, block_size and kv_event_history must be >= 1")
+        if self.kv_tokens < self.block_size:
+            raise ConfigError("kv_tokens must hold at least one block")
 
     def resolved_model_path(self) -> Path:
         path = self.model_path if self.model_path is not None else default_model_path()

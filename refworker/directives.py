@@ -10,6 +10,8 @@ ones). Keys:
     stall=1 (send the first chunk, then wait for Abort or cancellation)
 
 An unknown key or a bad value rejects the request with INVALID_ARGUMENT naming the key.
+In realistic mode (``--realistic``) the batching simulator decides when tokens exist, so ``ttft_ms`` and
+``itl_ms`` have no effect there.
 """
 
 from __future__ import annotations

@@ -10,14 +10,18 @@ from dataclasses import dataclass
 
 from refworker.config import WorkerConfig
 from refworker.directives import NO_DIRECTIVES, DirectiveError, Directives, parse_directives
+from refworker.kv_cache import KvCache
+from refworker.kv_events import KvEventLog
+from refworker.loads import Counters, LoadFigures
 from refworker.model import ModelFiles
 from refworker.plan import Choice, Step, Timing, generate_ids, schedule
-from refworker.prefix_cache import PrefixCache
 from refworker.record import Record
 from refworker.scripts import DEFAULT_TOOL, ScriptBook
+from refworker.simulator import DONE, Simulator, Ticket
 
-MAX_RUNNING_REQUESTS = 256
+# The default mode's nominal KV size (GetLoads) and its prefix cache's size in blocks.
 MAX_TOTAL_TOKENS = 1_000_000
+DEFAULT_CACHE_BLOCKS = 200_000
 # chunk=random with --tokens-per-chunk 1 would be all ones; random sizes then go up to this.
 DEFAULT_RANDOM_CHUNK = 8
 MAX_N = 1024
@@ -49,31 +53,68 @@ class GenerationRequest:
 @dataclass(frozen=True, slots=True)
 class Plan:
     request_id: str
-    prompt_tokens: int
+    prompt_ids: list[int]
     cached_tokens: int
     choices: list[Choice]
     steps: list[Step]
     fail_after: int | None
     stall: bool
 
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
 
 class Live:
-    """A running request: the handle Abort reaches, and an abortable pause."""
+    """A running request: the handle Abort reaches, an abortable pause, its simulator ticket if any."""
 
-    __slots__ = ("aborted", "reason", "request_id", "tokens", "waiter")
+    __slots__ = (
+        "_cached_tokens",
+        "aborted",
+        "output_tokens",
+        "reason",
+        "request_id",
+        "ticket",
+        "tokens",
+        "waiter",
+    )
 
-    def __init__(self, request_id: str, tokens: int) -> None:
+    def __init__(self, request_id: str, tokens: int, output_tokens: int, cached_tokens: int) -> None:
         self.request_id = request_id
         self.tokens = tokens
+        self.output_tokens = output_tokens
+        self._cached_tokens = cached_tokens
         self.aborted = False
         self.reason = ""
         self.waiter: asyncio.Future[None] | None = None
+        self.ticket: Ticket | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the prefix cache (in realistic mode: known once admitted)."""
+        return self._cached_tokens if self.ticket is None else self.ticket.cached
 
     def abort(self, reason: str) -> None:
         self.aborted = True
         self.reason = reason
+        self.wake()
+
+    def wake(self) -> None:
+        """End the current pause early."""
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    async def until(self, deadline: float, tokens: int) -> None:
+        """Wait until a step may be sent: its time (loop clock) comes, or in realistic mode its tokens
+        exist; an abort ends the wait early."""
+        ticket = self.ticket
+        if ticket is None:
+            if (delay := deadline - asyncio.get_running_loop().time()) > 0:
+                await self.pause(delay)
+            return
+        while not ticket.reached(tokens) and not self.aborted:
+            ticket.need = tokens
+            await self.pause(None)
 
     async def pause(self, delay: float | None) -> None:
         """Sleep ``delay`` seconds (``None``: until aborted); an abort ends the pause early."""
@@ -101,7 +142,15 @@ class Engine:
         self.model = model
         self.eos_token_ids = config.eos_token_ids or model.eos_token_ids
         self.scripts = ScriptBook(model.tokenizer)
-        self.cache = PrefixCache()
+        self.events = KvEventLog(config.kv_event_history)
+        self.counters = Counters()
+        capacity = config.kv_tokens if config.realistic else DEFAULT_CACHE_BLOCKS * config.block_size
+        self.cache = KvCache(capacity, config.block_size, self.events)
+        self.simulator = (
+            Simulator(config, self.cache, self.events, self.counters, self.events.load_changed)
+            if config.realistic
+            else None
+        )
         self.record = Record()
         self.live: dict[str, Live] = {}
         self.started_at = time.time()
@@ -147,11 +196,22 @@ class Engine:
         )
         n = max(request.n, 1)
         choices = [Choice(i, ids, finish, matched) for i in range(n)]
-        cached = self.cache.lookup_and_insert(request.prompt_ids)
+        if self.simulator is None:
+            cached = self.cache.lookup_and_insert(request.prompt_ids)
+            self.events.flush()
+            self.counters.prompt(len(request.prompt_ids), cached)
+        elif self.simulator.fits(len(request.prompt_ids), n * len(ids)):
+            cached = 0  # known when the simulator admits the request
+        else:
+            raise RequestRejected(
+                "RESOURCE_EXHAUSTED",
+                f"{len(request.prompt_ids)} prompt and {n * len(ids)} output tokens exceed the KV cache "
+                f"({self.config.kv_tokens} tokens)",
+            )
         steps = schedule(choices, self._timing(request, directives, cached), request.stream)
         return Plan(
             request_id=request.request_id,
-            prompt_tokens=len(request.prompt_ids),
+            prompt_ids=request.prompt_ids,
             cached_tokens=cached,
             choices=choices,
             steps=steps,
@@ -189,9 +249,14 @@ class Engine:
         return Timing(ttft_ms / 1000, itl_ms / 1000, chunk, random_chunk, seed)
 
     def begin(self, plan: Plan) -> Live:
-        live = Live(plan.request_id, plan.prompt_tokens + len(plan.choices[0].ids) * len(plan.choices))
+        output = plan.choices[0].ids
+        generated = len(output) * len(plan.choices)
+        live = Live(plan.request_id, plan.prompt_tokens + generated, generated, plan.cached_tokens)
+        if self.simulator is not None:
+            live.ticket = self.simulator.submit(plan.prompt_ids, output, len(plan.choices), live.wake)
         self.live[plan.request_id] = live
         self.total_requests += 1
+        self.events.load_changed()
         if self._changed is not None:
             self._notify()
         return live
@@ -199,6 +264,13 @@ class Engine:
     def finish(self, live: Live) -> None:
         if self.live.get(live.request_id) is live:
             del self.live[live.request_id]
+        if live.ticket is not None:
+            if live.ticket.state != DONE:
+                assert self.simulator is not None
+                self.simulator.cancel(live.ticket)
+        else:
+            self.counters.generated(live.output_tokens)
+        self.events.load_changed()
         if self._changed is not None:
             self._notify()
 
@@ -222,5 +294,34 @@ class Engine:
         live.abort(reason)
         return True
 
-    def used_tokens(self) -> int:
-        return sum(live.tokens for live in self.live.values())
+    @property
+    def max_total_tokens(self) -> int:
+        return self.config.kv_tokens if self.simulator is not None else MAX_TOTAL_TOKENS
+
+    def load(self) -> LoadFigures:
+        if self.simulator is not None:
+            return self.simulator.load()
+        running = len(self.live)
+        return LoadFigures(
+            running_requests=running,
+            waiting_requests=0,
+            waiting_uncached_tokens=0,
+            used_tokens=sum(live.tokens for live in self.live.values()),
+            max_total_tokens=self.max_total_tokens,
+            gen_throughput=self.counters.throughput(),
+            cache_hit_rate=self.counters.hit_rate(),
+            max_running_requests=self.config.max_running,
+            prefill_pending_tokens=0,
+        )
+
+    def flush_cache(self) -> bool:
+        """Drop the prefix cache (a cleared KV event); refused while requests run."""
+        if self.live:
+            return False
+        self.cache.clear()
+        self.events.flush()
+        return True
+
+    async def close(self) -> None:
+        if self.simulator is not None:
+            await self.simulator.close()

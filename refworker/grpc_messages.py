@@ -6,7 +6,7 @@ from typing import Any
 
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 
-from refworker.engine import Plan
+from refworker.engine import Live, Plan
 
 
 def fake_logprob(position: int) -> float:
@@ -43,6 +43,7 @@ class ResponseBuilder:
 
     __slots__ = (
         "_input_start",
+        "_live",
         "_plan",
         "_prompt_ids",
         "_rid",
@@ -52,8 +53,9 @@ class ResponseBuilder:
         "stream",
     )
 
-    def __init__(self, plan: Plan, request: Any, vocab_size: int) -> None:
+    def __init__(self, plan: Plan, live: Live, request: Any, vocab_size: int) -> None:
         self._plan = plan
+        self._live = live
         self._rid = plan.request_id
         self.stream = bool(request.stream)
         self._with_logprobs = bool(request.return_logprob)
@@ -71,8 +73,8 @@ class ResponseBuilder:
         message.token_ids.extend(ids[start:end])
         message.prompt_tokens = plan.prompt_tokens
         message.completion_tokens = end
-        if plan.cached_tokens:
-            message.cached_tokens = plan.cached_tokens
+        if cached := self._live.cached_tokens:
+            message.cached_tokens = cached
         if index:
             message.index = index
         if self._with_logprobs:
@@ -90,7 +92,7 @@ class ResponseBuilder:
             finish_reason=choice.finish_reason,
             prompt_tokens=plan.prompt_tokens,
             completion_tokens=end,
-            cached_tokens=plan.cached_tokens,
+            cached_tokens=self._live.cached_tokens,
             index=index,
         )
         if choice.matched_token_id is not None:
@@ -111,7 +113,7 @@ class ResponseBuilder:
             finish_reason="abort",
             prompt_tokens=plan.prompt_tokens,
             completion_tokens=end,
-            cached_tokens=plan.cached_tokens,
+            cached_tokens=self._live.cached_tokens,
             index=index,
         )
         return pb.GenerateResponse(request_id=self._rid, complete=message)

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from typing import Any, TypeAlias
 
 import grpc
+from smg_grpc_proto.generated import common_pb2 as common
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
-from refworker.engine import (
-    MAX_RUNNING_REQUESTS,
-    MAX_TOTAL_TOKENS,
-    Engine,
-    GenerationRequest,
-    Live,
-    Plan,
-    RequestRejected,
-)
+from refworker.engine import Engine, GenerationRequest, Live, Plan, RequestRejected
+from refworker.grpc_loads import VERSION, batch_message, engine_load, loads_response
 from refworker.grpc_messages import ResponseBuilder
 
-VERSION = "refworker-0.1"
+# FlushCache with a timeout: how often to look whether the engine went idle.
+FLUSH_POLL_S = 0.01
 _log = logging.getLogger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -62,7 +56,7 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode[exc.status], exc.message)
         live = engine.begin(plan)
         try:
-            await _emit(plan, live, ResponseBuilder(plan, request, engine.model.vocab_size), context)
+            await _emit(plan, live, ResponseBuilder(plan, live, request, engine.model.vocab_size), context)
         except asyncio.CancelledError:
             _log.debug("request %s cancelled by the client", rid)
             engine.record.cancel(rid)
@@ -112,7 +106,7 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
             uptime_seconds=time.time() - engine.started_at,
             sglang_version=VERSION,
             server_type="grpc",
-            max_total_num_tokens=MAX_TOTAL_TOKENS,
+            max_total_num_tokens=engine.max_total_tokens,
         )
         info.server_args.update(
             {
@@ -120,42 +114,71 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
                 "served_model_name": config.served_model_name,
                 "tensor_parallel_size": 1,
                 "data_parallel_size": 1,
-                "max_running_requests": MAX_RUNNING_REQUESTS,
+                "max_running_requests": config.max_running,
                 "refworker_script": config.script,
+                "refworker_realistic": config.realistic,
+                "page_size": config.block_size,
             }
         )
         info.scheduler_info.update(engine.record.to_dict())
+        counters = engine.counters
+        info.scheduler_info.update(
+            {
+                "served_requests": engine.total_requests,
+                "prompt_tokens": counters.prompt_tokens,
+                "cached_tokens": counters.cached_tokens,
+                "kv_event_subscribers": engine.events.subscribers,
+            }
+        )
         info.start_time.FromSeconds(int(engine.started_at))
         return info
 
     async def GetLoads(self, request: Any, context: Context) -> Any:
+        return loads_response(self._engine.load(), request.dp_rank if request.HasField("dp_rank") else None)
+
+    async def FlushCache(self, request: Any, context: Context) -> Any:
         engine = self._engine
-        running = len(engine.live)
-        used = engine.used_tokens()
-        usage = used / MAX_TOTAL_TOKENS
-        response = pb.GetLoadsResponse(
-            timestamp=datetime.datetime.now(datetime.UTC).isoformat(),
-            version=VERSION,
-            dp_rank_count=1,
-            aggregate=pb.AggregateMetrics(
-                total_running_reqs=running, total_reqs=running, avg_token_usage=usage
-            ),
-        )
-        if not request.HasField("dp_rank") or request.dp_rank == 0:
-            response.loads.append(
-                pb.SchedulerLoad(
-                    dp_rank=0,
-                    num_running_reqs=running,
-                    num_waiting_reqs=0,
-                    num_total_reqs=running,
-                    num_used_tokens=used,
-                    max_total_num_tokens=MAX_TOTAL_TOKENS,
-                    token_usage=usage,
-                    utilization=running / MAX_RUNNING_REQUESTS,
-                    max_running_requests=MAX_RUNNING_REQUESTS,
+        deadline = time.monotonic() + max(request.timeout_s, 0.0)
+        while not engine.flush_cache():
+            if time.monotonic() >= deadline:
+                return common.FlushCacheResponse(
+                    success=False, message=f"{len(engine.live)} requests running"
                 )
-            )
-        return response
+            await asyncio.sleep(FLUSH_POLL_S)
+        return common.FlushCacheResponse(success=True, message="flushed")
+
+    async def SubscribeKvEvents(self, request: Any, context: Context) -> None:
+        engine = self._engine
+        if not engine.config.kv_events:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "KV events are off (--no-kv-events)")
+        events = engine.events
+        subscription = events.subscribe(request.start_sequence_number, engine.cache.live_blocks)
+        load_first = request.load_records_before_first_batch
+        sample = 0
+        try:
+            if load_first and not subscription.queue and not subscription.cursor:
+                sample += 1
+                await context.write(
+                    batch_message(None, 0, time.time(), engine_load(engine.load(), sample, True, True))
+                )
+                subscription.sent(None)
+            while True:
+                batch = await subscription.next()
+                if subscription.overflowed:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "subscriber too slow; resume from its last sequence",
+                    )
+                if batch is None and not (subscription.cursor or load_first):
+                    subscription.sent(None)  # a subscriber without load-only records: nothing to say yet
+                    continue
+                sample += 1
+                telemetry = batch is None or subscription.first_record
+                load = engine_load(engine.load(), sample, batch is None, telemetry)
+                await context.write(batch_message(batch, subscription.cursor, time.time(), load))
+                subscription.sent(batch)
+        finally:
+            events.unsubscribe(subscription)
 
 
 async def _emit(plan: Plan, live: Live, build: ResponseBuilder, context: Context) -> None:
@@ -174,7 +197,8 @@ async def _emit(plan: Plan, live: Live, build: ResponseBuilder, context: Context
         """Before every message: stall, injected failure; False once the request was aborted."""
         nonlocal sent
         if sent == stall_at:
-            await live.pause(None)
+            while not live.aborted:  # in realistic mode the simulator may wake a pause early
+                await live.pause(None)
         if live.aborted:
             return False
         if sent == fail_at:
@@ -183,8 +207,8 @@ async def _emit(plan: Plan, live: Live, build: ResponseBuilder, context: Context
         return True
 
     for due, index, start, end, last in plan.steps:
-        if due and (delay := started + due - loop.time()) > 0:
-            await live.pause(delay)
+        if due or live.ticket is not None:
+            await live.until(started + due, end)
         if stream and end > start:
             if not await may_send():
                 break

@@ -82,7 +82,8 @@ class HttpWorker:
         return web.json_response({"object": "list", "data": [model]})
 
     async def _record(self, request: web.Request) -> web.Response:
-        return web.json_response(self._engine.record.to_dict())
+        engine = self._engine
+        return web.json_response({**engine.record.to_dict(), "served_requests": engine.total_requests})
 
     async def _abort(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -135,9 +136,9 @@ class HttpWorker:
         live = engine.begin(plan)
         tokenizer = engine.model.tokenizer
         choices = [TextChoice(tokenizer, c.finish_reason, c.matched_token_id, stops) for c in plan.choices]
-        response = _Responder(rid, engine.config.served_model_name, chat, plan, choices, body)
+        response = _Responder(rid, engine.config.served_model_name, chat, plan, live, choices, body)
         try:
-            return await response.run(request, live)
+            return await response.run(request)
         except (asyncio.CancelledError, ConnectionResetError):
             engine.record.cancel(rid)
             raise
@@ -149,12 +150,20 @@ class _Responder:
     """Walks a plan's steps and writes OpenAI JSON or SSE."""
 
     def __init__(
-        self, rid: str, model: str, chat: bool, plan: Plan, choices: list[TextChoice], body: dict[str, Any]
+        self,
+        rid: str,
+        model: str,
+        chat: bool,
+        plan: Plan,
+        live: Live,
+        choices: list[TextChoice],
+        body: dict[str, Any],
     ) -> None:
         self.rid = rid
         self.model = model
         self.chat = chat
         self.plan = plan
+        self.live = live
         self.choices = choices
         self.stream = bool(body.get("stream"))
         options = body.get("stream_options") or {}
@@ -162,7 +171,8 @@ class _Responder:
         self.created = int(time.time())
         self.sent = 0
 
-    async def run(self, request: web.Request, live: Live) -> web.StreamResponse:
+    async def run(self, request: web.Request) -> web.StreamResponse:
+        live = self.live
         if not self.stream:
             try:
                 await self._walk(live, None)
@@ -198,10 +208,11 @@ class _Responder:
             choice = self.choices[index]
             if choice.done:
                 continue
-            if due and (delay := started + due - loop.time()) > 0:
-                await live.pause(delay)
+            if due or live.ticket is not None:
+                await live.until(started + due, end)
             if self.sent == stall_at:
-                await live.pause(None)
+                while not live.aborted:  # in realistic mode the simulator may wake a pause early
+                    await live.pause(None)
             if live.aborted:
                 break
             text = choice.feed(plan.choices[index].ids[start:end])
@@ -271,7 +282,7 @@ class _Responder:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": self.plan.cached_tokens},
+            "prompt_tokens_details": {"cached_tokens": self.live.cached_tokens},
         }
 
 

@@ -76,6 +76,7 @@ class RefWorker:
                 await self._health.enter_graceful_shutdown()
             await self._grpc.stop(grace)
             self._grpc = None
+        await self.engine.close()
 
 
 def _grpc_host(host: str) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import grpc
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from tokenizers import Tokenizer
 
@@ -40,3 +42,25 @@ def streamed_ids(messages: list[Any], index: int = 0) -> list[int]:
 
 def completes(messages: list[Any]) -> dict[int, Any]:
     return {m.complete.index: m.complete for m in messages if m.HasField("complete")}
+
+
+async def next_batch(call: Any, timeout: float = 5.0) -> Any:
+    """The next KvEventBatch that carries events (load-only records are skipped)."""
+    while True:
+        batch = await asyncio.wait_for(call.read(), timeout)
+        assert batch is not grpc.aio.EOF, "the event stream ended"
+        if not batch.load.load_only:
+            return batch
+
+
+def stored_blocks(batch: Any) -> list[tuple[int, list[int]]]:
+    return [
+        (block.block_hash, list(block.token_ids))
+        for event in batch.events
+        if event.HasField("stored")
+        for block in event.stored.blocks
+    ]
+
+
+def removed_hashes(batch: Any) -> list[int]:
+    return [h for event in batch.events if event.HasField("removed") for h in event.removed.block_hashes]

@@ -117,3 +117,32 @@ async def test_client_hangup_cancels_a_stalled_stream(http_worker: RefWorker) ->
     async with asyncio.timeout(5):
         await http_worker.engine.wait_until(lambda: "hangup" in http_worker.engine.record.cancelled)
     assert not http_worker.engine.live
+
+
+async def test_realistic_http_worker_reports_cached_tokens(model: ModelFiles) -> None:
+    config = WorkerConfig(port=0, mode="http", realistic=True, prefill_tps=1e6, decode_base_ms=1.0)
+    worker = RefWorker(config, model=model)
+    await worker.start()
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=f"http://127.0.0.1:{worker.port}/v1", api_key="none"
+        ) as client:
+            prompt = list(range(1000, 1040))
+            cached = []
+            for stream in (False, True):
+                response = await client.completions.create(
+                    model="Qwen/Qwen3-0.6B",
+                    prompt=prompt,
+                    max_tokens=3,
+                    stream=stream,
+                    stream_options={"include_usage": True} if stream else None,
+                )
+                if isinstance(response, openai.AsyncStream):
+                    usage = [chunk.usage async for chunk in response if chunk.usage is not None][-1]
+                else:
+                    usage = response.usage
+                assert usage is not None and usage.prompt_tokens_details is not None
+                cached.append(usage.prompt_tokens_details.cached_tokens)
+        assert cached == [0, 32]
+    finally:
+        await worker.stop()
