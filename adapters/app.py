@@ -61,6 +61,9 @@ def build_app(config: GatewayConfig) -> web.Application:
     app.router.add_get("/liveness", admin.liveness)
     app.router.add_get("/readiness", admin.readiness)
     app.router.add_get("/workers", admin.workers)
+    app.router.add_post("/workers", admin.add_worker)
+    app.router.add_get("/workers/{worker_id}", admin.get_worker)
+    app.router.add_delete("/workers/{worker_id}", admin.remove_worker)
     return app
 
 

@@ -31,7 +31,7 @@ from adapters.router_args import (
     check_policy,
     config_fields,
 )
-from dataplane.config import GatewayConfig, WorkerUrl
+from dataplane.config import GatewayConfig, PolicyConfig, WorkerUrl
 from dataplane.embedded import EMBEDDED_MODEL_NAME, embedded_model_dir
 from dataplane.errors import ConfigError
 
@@ -41,9 +41,9 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 # Hard-wrapped (RawDescriptionHelpFormatter): argparse would break flag names at their hyphens.
 _REFUSED_EPILOG = """\
-Every other SMG router flag (--pd-disaggregation, --api-key, --cache-threshold,
---retry-*, --prometheus-*, --tool-call-parser, --service-discovery, ...) is
-recognised and refused until it is supported."""
+Every other SMG router flag (--pd-disaggregation, --api-key, --dp-aware,
+--prometheus-*, --tool-call-parser, --service-discovery, ...) is recognised
+and refused until it is supported."""
 _SERVE_EPILOG = f"""\
 Router flags take the prefix --router- (--router-policy random). Without the
 prefix, router-only flags (--policy, --request-timeout-secs, --health-*, ...) go
@@ -121,6 +121,11 @@ def parse_launch(args: Sequence[str]) -> GatewayConfig:
 def gateway_config(fields: dict[str, Any], **overrides: Any) -> GatewayConfig:
     """``GatewayConfig`` from parsed flag values (lists become the tuples the config holds)."""
     values = fields | overrides
+    routing = {
+        key.removeprefix("routing."): values.pop(key) for key in list(values) if key.startswith("routing.")
+    }
+    if routing:
+        values["routing"] = PolicyConfig(**routing)
     values["worker_urls"] = tuple(WorkerUrl.parse(url) for url in values.get("worker_urls", ()))
     if "request_id_headers" in values:
         values["request_id_headers"] = tuple(values["request_id_headers"])
@@ -270,8 +275,15 @@ def _router_fields(ns: argparse.Namespace, engine_args: list[str], fallback: boo
                 # An engine's own level that the router lacks (sglang's "critical") stays the engine's.
                 value = value.lower() if value.lower() in LOG_LEVELS else None
             if value is not None:
-                fields[flag.field] = value
+                fields[flag.field] = _typed(flag.name, flag.options.get("type"), value)
     return fields | config_fields(ns, "router-", _SERVE_FLAGS)
+
+
+def _typed(name: str, kind: Callable[[str], Any] | None, value: str) -> Any:
+    try:
+        return value if kind is None else kind(value)
+    except ValueError:
+        raise ConfigError(f"--{name}: invalid value {value!r}") from None
 
 
 def _serve(args: list[str]) -> int:

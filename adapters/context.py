@@ -23,6 +23,8 @@ class RequestContext:
     request_id: str
     trace: Mapping[str, str]
     headers: dict[str, str]
+    routing_key: str | None = None  # X-SMG-Routing-Key: sticky routing
+    target_worker: str | None = None  # X-SMG-Target-Worker: a worker index
 
 
 def new_request_id(prefix: str) -> str:
@@ -47,5 +49,12 @@ def request_context(request: web.Request, *, prefix: str) -> RequestContext:
     else:
         request_id = echoed = new_request_id(prefix)
     request[REQUEST_ID] = echoed
-    trace = {h: v for h in _TRACE_HEADERS if (v := request.headers.get(h))}
-    return RequestContext(request_id, trace, {"x-request-id": echoed})
+    headers = request.headers
+    trace = {h: v for h in _TRACE_HEADERS if (v := headers.get(h))}
+    return RequestContext(
+        request_id,
+        trace,
+        {"x-request-id": echoed},
+        headers.get("x-smg-routing-key") or None,
+        headers.get("x-smg-target-worker") or None,
+    )

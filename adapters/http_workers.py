@@ -1,13 +1,19 @@
-"""OpenAI-compatible HTTP workers: their health and model probes, and the proxy that forwards requests.
+"""OpenAI-compatible HTTP workers: their health, model and load probes, and the proxy that forwards requests.
 
 HTTP workers tokenize and detokenize for themselves, so a request for their model skips the data plane's
-pipeline and is forwarded as it came (body untouched), streamed back as the worker sends it.
+pipeline and is forwarded as it came (body untouched), streamed back as the worker sends it. The worker
+is chosen by the same policy as for gRPC workers, on the request's text; until the worker's status line
+arrives nothing has reached the client, so a retryable status or a refused connection is retried on
+another worker and counts on the worker's circuit breaker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -16,23 +22,35 @@ from aiohttp import web
 from adapters.context import GATEWAY, RequestContext, request_context
 from adapters.params import model_name, parse_body
 from dataplane.client import WorkerClient
-from dataplane.config import WorkerUrl
-from dataplane.errors import ConfigError, InternalError, WorkerError
+from dataplane.config import WorkerSpec
+from dataplane.errors import ConfigError, InternalError, NoHealthyWorker, WorkerError
 from dataplane.gateway import Gateway, grpc_client_factory
 from dataplane.routing import RouteRequest
-from dataplane.types import WireRequest, WorkerInfo, WorkerMessage
+from dataplane.types import EngineLoad, KvEventBatch, WireRequest, WorkerInfo, WorkerMessage
+from dataplane.workers import Worker
 
-# Headers a worker should see (auth, correlation, tracing); hop-by-hop and length headers are not copied.
-FORWARDED = ("authorization", "content-type", "x-request-id", "x-correlation-id", "traceparent", "tracestate")
+log = logging.getLogger(__name__)
+# Headers a worker should see (auth, correlation, tracing, sticky routing); hop-by-hop and length headers
+# are not copied.
+FORWARDED = (
+    "authorization",
+    "content-type",
+    "x-request-id",
+    "x-correlation-id",
+    "traceparent",
+    "tracestate",
+    "x-smg-routing-key",
+)
 RETURNED = ("content-type", "cache-control", "x-request-id")
 
 
 class HttpWorkerClient:
-    """Health and model probes of an HTTP worker; its requests go through ``proxy``."""
+    """Health, model and load probes of an HTTP worker; its requests go through ``proxy``."""
 
-    def __init__(self, url: WorkerUrl, session: aiohttp.ClientSession) -> None:
-        self.address = url.url.rstrip("/")
+    def __init__(self, spec: WorkerSpec, session: aiohttp.ClientSession) -> None:
+        self.address = spec.url.url.rstrip("/")
         self._session = session
+        self._auth = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
 
     def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
         raise InternalError("HTTP workers are proxied, never fed tokenized requests")
@@ -43,7 +61,7 @@ class HttpWorkerClient:
     async def health(self, timeout: float) -> bool:
         try:
             async with self._session.get(
-                f"{self.address}/health", timeout=aiohttp.ClientTimeout(timeout)
+                f"{self.address}/health", headers=self._auth, timeout=aiohttp.ClientTimeout(timeout)
             ) as r:
                 return r.status == 200
         except (aiohttp.ClientError, TimeoutError):
@@ -52,7 +70,7 @@ class HttpWorkerClient:
     async def model_info(self, timeout: float) -> WorkerInfo:
         try:
             async with self._session.get(
-                f"{self.address}/v1/models", timeout=aiohttp.ClientTimeout(timeout)
+                f"{self.address}/v1/models", headers=self._auth, timeout=aiohttp.ClientTimeout(timeout)
             ) as response:
                 response.raise_for_status()
                 data = await response.json()
@@ -61,60 +79,174 @@ class HttpWorkerClient:
             raise WorkerError(f"worker {self.address} has no usable /v1/models: {exc}", status=503) from exc
         return WorkerInfo(model, "", "", 0, (), "default")
 
-    def post(self, path: str, body: bytes, headers: dict[str, str], timeout: float) -> Any:
-        """``async with client.post(...) as response`` against the worker."""
-        return self._session.post(
-            self.address + path, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+    async def get_loads(self, timeout: float) -> EngineLoad | None:
+        """``GET /v1/loads`` (GetLoads' JSON shape); ``None`` when the worker has no such endpoint."""
+        try:
+            async with self._session.get(
+                f"{self.address}/v1/loads", headers=self._auth, timeout=aiohttp.ClientTimeout(timeout)
+            ) as response:
+                if response.status in (404, 405, 501):
+                    return None
+                response.raise_for_status()
+                data = await response.json()
+            return _summed_loads(data["loads"])
+        except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError) as exc:
+            raise WorkerError(f"worker {self.address}: no usable /v1/loads: {exc}", status=503) from exc
+
+    async def kv_events(self, start_sequence_number: int) -> AsyncGenerator[KvEventBatch, None]:
+        none: tuple[KvEventBatch, ...] = ()  # HTTP workers publish no KV events
+        for batch in none:
+            yield batch
+        raise WorkerError(f"worker {self.address} (HTTP) publishes no KV events", status=501)
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str], timeout: float) -> Any:
+        """The worker's response to ``POST path`` (release it, e.g. with ``async with``)."""
+        return await self._session.post(
+            self.address + path,
+            data=body,
+            headers=headers | self._auth,
+            timeout=aiohttp.ClientTimeout(total=timeout),
         )
 
     def close(self) -> None:
         pass  # the session is shared and closed with the application
 
 
+def _summed_loads(ranks: list[Mapping[str, Any]]) -> EngineLoad:
+    def total(key: str) -> Any:
+        return sum(rank.get(key) or 0 for rank in ranks)
+
+    return EngineLoad(
+        running_requests=int(total("num_running_reqs")),
+        waiting_requests=int(total("num_waiting_reqs")),
+        token_usage=float(total("token_usage")) / max(len(ranks), 1),
+        gen_throughput=float(total("gen_throughput")),
+        waiting_uncached_tokens=int(total("num_waiting_uncached_tokens")),
+        received_at=time.monotonic(),
+    )
+
+
 class ClientFactory:
-    """Builds the client for each worker URL: grpclib for ``grpc://``, aiohttp for ``http(s)://``."""
+    """Builds the client for each worker: grpclib for ``grpc://``, aiohttp for ``http(s)://``."""
 
     def __init__(self) -> None:
         self.session: aiohttp.ClientSession | None = None
 
-    def __call__(self, url: WorkerUrl) -> WorkerClient:
-        if url.mode == "grpc":
-            return grpc_client_factory(url)
+    def __call__(self, spec: WorkerSpec) -> WorkerClient:
+        if spec.url.mode == "grpc":
+            return grpc_client_factory(spec)
         if self.session is None:
             raise ConfigError("HTTP workers need the application's client session")
-        return HttpWorkerClient(url, self.session)
+        return HttpWorkerClient(spec, self.session)
+
+
+def routing_text(body: Mapping[str, Any]) -> str:
+    """The text a policy routes an HTTP worker's request on: every message (role and text parts) of a
+    chat, or the prompt(s) of a completion; a longer conversation extends its shorter prefix."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return "".join(
+            f"{m.get('role', '')}\n{_content(m.get('content'))}\n" for m in messages if isinstance(m, dict)
+        )
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        return "\n".join(
+            p if isinstance(p, str) else " ".join(map(str, p)) if isinstance(p, list) else str(p)
+            for p in prompt
+        )
+    return prompt if isinstance(prompt, str) else ""
+
+
+def _content(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
 
 
 async def proxy(
     request: web.Request, raw: bytes, body: dict[str, Any], gateway: Gateway, ctx: RequestContext
 ) -> web.StreamResponse:
     """Forward the request to an HTTP worker of the model and relay its answer, streaming if it streams."""
-    route = RouteRequest(gateway.model(model_name(body)).id, text=raw.decode(errors="replace"))
-    worker = gateway.select(route)
-    timeout = gateway.config.request_timeout_secs
+    route = RouteRequest(
+        gateway.model(model_name(body)).id,
+        text=routing_text(body),
+        routing_key=ctx.routing_key,
+        target_worker=ctx.target_worker,
+    )
+    headers = {h: v for h in FORWARDED if (v := request.headers.get(h))} | ctx.headers
+    retry = gateway.retry
+    tried: list[Worker] = []
+    failure: WorkerError | None = None
+    for attempt in range(retry.max_attempts):
+        if attempt:
+            log.warning("retrying %s after: %s", request.path, failure)
+            await asyncio.sleep(retry.backoff(attempt - 1))
+        try:
+            worker = gateway.select(route, tried)
+        except NoHealthyWorker:
+            if failure is None:
+                raise
+            raise failure from None
+        tried.append(worker)
+        with gateway.registry.lease(worker):
+            upstream, failure = await _send(worker, request.path, raw, headers, gateway)
+            if upstream is None:
+                assert failure is not None
+                if not retry.should_retry(failure.status, attempt):
+                    raise failure
+                continue
+            async with upstream:
+                if retry.should_retry(upstream.status, attempt):
+                    failure = WorkerError(
+                        f"worker {worker.url.url} answered {upstream.status}", status=upstream.status
+                    )
+                    continue
+                return await _relay(request, upstream)
+    raise InternalError("retry loop ended without an answer")  # max_attempts >= 1 returns or raises above
+
+
+async def _send(
+    worker: Worker, path: str, raw: bytes, headers: dict[str, str], gateway: Gateway
+) -> tuple[aiohttp.ClientResponse | None, WorkerError | None]:
+    """One attempt, up to the worker's status line, recorded on its breaker: (response, None) or
+    (None, error)."""
     client = worker.client
     assert isinstance(client, HttpWorkerClient)
-    headers = {h: v for h in FORWARDED if (v := request.headers.get(h))} | ctx.headers
-    with gateway.registry.lease(worker):
-        try:
-            async with client.post(request.path, raw, headers, timeout) as upstream:
-                return await _relay(request, upstream)
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                raise WorkerError(f"worker {client.address} timed out", status=504) from exc
-            raise WorkerError(f"worker {client.address} unreachable: {exc}", status=503) from exc
+    try:
+        upstream: aiohttp.ClientResponse = await client.post(
+            path, raw, headers, gateway.config.request_timeout_secs
+        )
+    except TimeoutError:
+        error = WorkerError(f"worker {client.address} timed out", status=504)
+    except aiohttp.ClientConnectionError as exc:
+        error = WorkerError(f"worker {client.address} unreachable: {exc}", status=503)
+    else:
+        gateway.registry.record_outcome(worker, upstream.status)
+        return upstream, None
+    gateway.registry.record_outcome(worker, error.status)
+    return None, error
 
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     headers = {h: v for h in RETURNED if (v := upstream.headers.get(h))}
     if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
-        return web.Response(status=upstream.status, body=await upstream.read(), headers=headers)
+        try:
+            body = await upstream.read()
+        except TimeoutError as exc:
+            raise WorkerError(f"worker {upstream.url.origin()} timed out", status=504) from exc
+        except aiohttp.ClientError as exc:
+            raise WorkerError(f"worker {upstream.url.origin()} broke off: {exc}", status=502) from exc
+        return web.Response(status=upstream.status, body=body, headers=headers)
     response = web.StreamResponse(status=upstream.status, headers=headers)
     await response.prepare(request)
     # A client that leaves ends the relay; leaving ``async with upstream`` closes the worker's connection.
     with contextlib.suppress(ConnectionResetError):
-        async for data in upstream.content.iter_any():
-            await response.write(data)
+        try:
+            async for data in upstream.content.iter_any():
+                await response.write(data)
+        except (aiohttp.ClientError, TimeoutError) as exc:  # mid-stream: the client sees the stream end
+            log.warning("worker stream to %s broke off: %s", request.path, exc)
+            return response
         await response.write_eof()
     return response
 

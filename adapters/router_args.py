@@ -11,9 +11,9 @@ import argparse
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
-from dataplane.config import POLICIES, GatewayConfig
+from dataplane.config import AssignmentMode, GatewayConfig, PolicyConfig
 
 SMG_POLICIES = (
     "random", "round_robin", "passthrough", "cache_aware", "power_of_two",
@@ -28,22 +28,14 @@ UNSUPPORTED_FLAGS: tuple[str, ...] = (
     # workers / server
     "health-check-port", "shutdown-grace-period-secs", "cors-allowed-origins", "enable-igw",
     "backend", "runtime", "model-alias", "runtime-worker-threads",
-    # routing policies and their knobs
-    "prefill-policy", "decode-policy", "encode-policy", "cache-threshold", "balance-abs-threshold",
-    "balance-rel-threshold", "balance-token-usage-threshold", "overload-token-usage-threshold",
-    "eviction-interval", "eviction-interval-secs", "max-tree-size", "block-size", "prefix-token-count",
-    "prefix-hash-load-factor", "least-load-kv-pressure-weight", "least-load-default-throughput",
-    "least-load-mean-prefill-tokens", "max-idle-secs", "assignment-mode", "routing-key-override",
-    "dp-aware", "dp-minimum-tokens-scheduler", "load-monitor-interval", "engine-metrics",
-    "bucket-adjust-interval-secs",
+    # routing
+    "prefill-policy", "decode-policy", "encode-policy", "dp-aware", "dp-minimum-tokens-scheduler",
+    "engine-metrics", "bucket-adjust-interval-secs",
     # PD / EPD disaggregation
     "pd-disaggregation", "prefill", "decode", "epd-disaggregation", "encode",
     "worker-startup-timeout-secs", "worker-startup-check-interval", "worker-startup-delay",
     # reliability
-    "retry-max-retries", "retry-initial-backoff-ms", "retry-max-backoff-ms", "retry-backoff-multiplier",
-    "retry-jitter-factor", "disable-retries", "cb-failure-threshold", "cb-success-threshold",
-    "cb-timeout-duration-secs", "cb-window-duration-secs", "disable-circuit-breaker",
-    "health-check-endpoint", "remove-unhealthy-workers", "drain-settle-secs",
+    "health-check-endpoint", "drain-settle-secs",
     "max-concurrent-requests", "queue-size", "queue-timeout-secs", "rate-limit-tokens-per-second",
     "priority-scheduler-enabled", "priority-scheduler-default-max-class", "priority-scheduler-config",
     "priority-scheduler-tenant-metric-top-n", "tenant-rate-limit-enabled", "tenant-rate-limit-config",
@@ -94,10 +86,7 @@ class RouterFlag:
     launch_only: bool = False
 
 
-_POLICY_HELP = (
-    "routing policy; SMG's default, cache_aware, is not available yet. Every SMG policy name is "
-    f"recognised; supported today: {', '.join(POLICIES)}"
-)
+_POLICY_HELP = "routing policy; every SMG policy name is recognised"
 
 SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
     RouterFlag("host", "host", {"metavar": "HOST"}, "address to listen on", launch_only=True),
@@ -127,6 +116,65 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
                "consecutive good checks that mark a worker healthy again"),
     RouterFlag("disable-health-check", "disable_health_check", {"action": "store_true"},
                "do not health-check workers"),
+    RouterFlag("remove-unhealthy-workers", "remove_unhealthy_workers", {"action": "store_true"},
+               "remove workers whose health checks failed for good"),
+    # reliability
+    RouterFlag("retry-max-retries", "retry_max_retries", {"type": int, "metavar": "N"},
+               "attempts per request, the first included"),
+    RouterFlag("retry-initial-backoff-ms", "retry_initial_backoff_ms", {"type": float, "metavar": "MS"},
+               "wait before the first retry"),
+    RouterFlag("retry-max-backoff-ms", "retry_max_backoff_ms", {"type": float, "metavar": "MS"},
+               "longest wait between attempts"),
+    RouterFlag("retry-backoff-multiplier", "retry_backoff_multiplier", {"type": float, "metavar": "X"},
+               "growth of the wait per attempt"),
+    RouterFlag("retry-jitter-factor", "retry_jitter_factor", {"type": float, "metavar": "F"},
+               "random spread of each wait, as a fraction of it"),
+    RouterFlag("disable-retries", "disable_retries", {"action": "store_true"}, "one attempt per request"),
+    RouterFlag("cb-failure-threshold", "cb_failure_threshold", {"type": int, "metavar": "N"},
+               "consecutive failed requests that open a worker's circuit breaker"),
+    RouterFlag("cb-success-threshold", "cb_success_threshold", {"type": int, "metavar": "N"},
+               "consecutive good requests that close a half-open breaker"),
+    RouterFlag("cb-timeout-duration-secs", "cb_timeout_duration_secs", {"type": float, "metavar": "SECS"},
+               "time an open breaker keeps its worker out before trying it again"),
+    RouterFlag("cb-window-duration-secs", "cb_window_duration_secs", {"type": float, "metavar": "SECS"},
+               "accepted for compatibility; unused, as in SMG"),
+    RouterFlag("disable-circuit-breaker", "disable_circuit_breaker", {"action": "store_true"},
+               "never shut a worker out for failed requests"),
+    # routing knobs
+    RouterFlag("load-monitor-interval", "load_monitor_interval", {"type": float, "metavar": "SECS"},
+               "GetLoads polling period for load-aware policies"),
+    RouterFlag("cache-threshold", "routing.cache_threshold", {"type": float, "metavar": "F"},
+               "cache_aware: prefix match ratio that follows the cache"),
+    RouterFlag("balance-abs-threshold", "routing.balance_abs_threshold", {"type": int, "metavar": "N"},
+               "cache_aware: load gap that counts as imbalance"),
+    RouterFlag("balance-rel-threshold", "routing.balance_rel_threshold", {"type": float, "metavar": "X"},
+               "cache_aware: load ratio that counts as imbalance"),
+    RouterFlag("balance-token-usage-threshold", "routing.balance_token_usage_threshold",
+               {"type": float, "metavar": "F"}, "cache_aware: KV usage spread that forces the least loaded"),
+    RouterFlag("overload-token-usage-threshold", "routing.overload_token_usage_threshold",
+               {"type": float, "metavar": "F"}, "cache_aware: KV usage that forces the least loaded"),
+    RouterFlag("eviction-interval-secs", "routing.eviction_interval_secs", {"type": float, "metavar": "SECS"},
+               "period of the policy's upkeep (tree eviction, idle sticky keys)", ("eviction-interval",)),
+    RouterFlag("max-tree-size", "routing.max_tree_size", {"type": int, "metavar": "N"},
+               "cache_aware: size bound of a worker's approximate tree"),
+    RouterFlag("block-size", "routing.block_size", {"type": int, "metavar": "N"},
+               "cache_aware: KV block size until the workers' events tell theirs", shared=True),
+    RouterFlag("prefix-token-count", "routing.prefix_token_count", {"type": int, "metavar": "N"},
+               "prefix_hash: prompt tokens hashed"),
+    RouterFlag("prefix-hash-load-factor", "routing.prefix_hash_load_factor", {"type": float, "metavar": "X"},
+               "prefix_hash: load above the mean that moves a request on"),
+    RouterFlag("least-load-kv-pressure-weight", "routing.least_load_kv_pressure_weight",
+               {"type": float, "metavar": "SECS"}, "least_load: weight of KV pressure"),
+    RouterFlag("least-load-default-throughput", "routing.least_load_default_throughput",
+               {"type": float, "metavar": "TOK/S"}, "least_load: throughput of a worker that reports none"),
+    RouterFlag("least-load-mean-prefill-tokens", "routing.least_load_mean_prefill_tokens",
+               {"type": int, "metavar": "N"}, "least_load: prompt size assumed when unknown"),
+    RouterFlag("max-idle-secs", "routing.max_idle_secs", {"type": float, "metavar": "SECS"},
+               "manual: idle time after which a routing key is forgotten"),
+    RouterFlag("assignment-mode", "routing.assignment_mode", {"choices": get_args(AssignmentMode)},
+               "manual: how new routing keys are placed"),
+    RouterFlag("routing-key-override", "routing_key_override", {"action": "store_true"},
+               "X-SMG-Routing-Key sticks requests to a worker whatever the policy"),
     RouterFlag("request-id-headers", "request_id_headers", {"nargs": "*", "metavar": "HEADER"},
                "headers searched for an incoming request id"),
     RouterFlag("log-level", "log_level", {"choices": LOG_LEVELS}, "log level", shared=True),
@@ -134,7 +182,7 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
 
 _DEFAULTS = {
     f.name: f.default for f in dataclasses.fields(GatewayConfig) if f.default is not dataclasses.MISSING
-}
+} | {f"routing.{f.name}": f.default for f in dataclasses.fields(PolicyConfig)}
 
 
 class _Refuse(argparse.Action):
@@ -159,11 +207,14 @@ def add_supported(
         names = [f"--{prefix}{name}" for name in (flag.name, *flag.aliases)]
         default = _DEFAULTS.get(flag.field)
         shown = f" (default: {_shown(default)})" if default not in (None, False) else ""
+        text = flag.help
+        if flag.field == "policy":
+            text += f"; supported: {', '.join(available_policies())}"
         group.add_argument(
             *names,
             dest=prefix.replace("-", "_") + flag.field,
             default=argparse.SUPPRESS,
-            help=flag.help + shown,
+            help=text + shown,
             **flag.options,
         )
 
@@ -181,10 +232,24 @@ def config_fields(ns: argparse.Namespace, prefix: str, flags: Sequence[RouterFla
     return {f.field: given[dest_prefix + f.field] for f in flags if dest_prefix + f.field in given}
 
 
+def available_policies() -> tuple[str, ...]:
+    """The SMG policy names the routing package builds (``make_policy`` does not refuse them)."""
+    from dataplane.routing import make_policy  # only once a parser is built: importing stays light
+
+    built = []
+    for name in SMG_POLICIES:
+        try:
+            make_policy(name)  # type: ignore[arg-type]  # names outside PolicyName are refused by it
+        except (NotImplementedError, ValueError):
+            continue
+        built.append(name)
+    return tuple(built)
+
+
 def check_policy(policy: str | None) -> None:
     """Refuse an SMG policy we do not implement, naming the ones we do."""
-    if policy is not None and policy not in POLICIES:
-        raise UnsupportedOption(f"policy {policy} is not supported yet; supported: {', '.join(POLICIES)}")
+    if policy is not None and policy not in (built := available_policies()):
+        raise UnsupportedOption(f"policy {policy} is not supported yet; supported: {', '.join(built)}")
 
 
 def _shown(value: object) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from dataplane.errors import ConfigError
@@ -20,8 +22,9 @@ PolicyName = Literal[
 ]
 AssignmentMode = Literal["random", "min_load", "min_group"]
 ConnectionMode = Literal["grpc", "http"]
-# The policies built so far; the rest of PolicyName is refused at start-up.
-POLICIES: tuple[PolicyName, ...] = ("round_robin", "random")
+# Every policy name the gateway knows. Which of them are built is ``make_policy``'s answer (it raises
+# for the others), so a policy becomes available the moment the routing package builds it.
+POLICIES: tuple[PolicyName, ...] = get_args(PolicyName)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,28 @@ class PolicyConfig:
     max_idle_secs: float = 14400.0
     assignment_mode: AssignmentMode = "random"
 
+    def __post_init__(self) -> None:
+        for name in ("cache_threshold", "balance_token_usage_threshold", "overload_token_usage_threshold"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be between 0 and 1")
+        for name in ("max_tree_size", "block_size", "prefix_token_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in (
+            "balance_rel_threshold",
+            "eviction_interval_secs",
+            "prefix_hash_load_factor",
+            "least_load_default_throughput",
+            "least_load_mean_prefill_tokens",
+            "max_idle_secs",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.balance_abs_threshold < 0 or self.least_load_kv_pressure_weight < 0:
+            raise ConfigError("balance_abs_threshold and least_load_kv_pressure_weight must not be negative")
+        if self.assignment_mode not in get_args(AssignmentMode):
+            raise ConfigError(f"assignment_mode must be one of {', '.join(get_args(AssignmentMode))}")
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerUrl:
@@ -64,6 +89,27 @@ class WorkerUrl:
         if not parts.hostname or parts.port is None:
             raise ConfigError(f"worker url {url!r}: host and port are required")
         return cls(url=url, mode=mode, host=parts.hostname, port=parts.port)
+
+    @property
+    def canonical(self) -> str:
+        """The address with the scheme spelled out and no trailing slash: two spellings, one worker."""
+        parts = urlsplit(self.url if "://" in self.url else f"grpc://{self.url}")
+        return f"{parts.scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+    @property
+    def worker_id(self) -> str:
+        """The worker's id in the admin API: URL-safe, and the same for the same address in every
+        gateway process and across restarts (16 hex digits of the SHA-256 of ``canonical``)."""
+        return hashlib.sha256(self.canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """A worker to add: its address, the labels it is listed with, and a key to send it (write-only)."""
+
+    url: WorkerUrl
+    labels: Mapping[str, str] = field(default_factory=dict)
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +132,20 @@ class GatewayConfig:
     health_failure_threshold: int = 3
     health_success_threshold: int = 2
     disable_health_check: bool = False
+    remove_unhealthy_workers: bool = False
+    retry_max_retries: int = 5  # total attempts, as in SMG
+    retry_initial_backoff_ms: float = 50.0
+    retry_max_backoff_ms: float = 30000.0
+    retry_backoff_multiplier: float = 1.5
+    retry_jitter_factor: float = 0.2
+    disable_retries: bool = False
+    cb_failure_threshold: int = 10
+    cb_success_threshold: int = 3
+    cb_timeout_duration_secs: float = 60.0
+    cb_window_duration_secs: float = 120.0  # accepted and unused, as in SMG
+    disable_circuit_breaker: bool = False
+    load_monitor_interval: float = 10.0
+    routing_key_override: bool = False
     request_id_headers: tuple[str, ...] = ("x-request-id", "x-correlation-id", "x-trace-id", "request-id")
     log_level: Literal["debug", "info", "warn", "error"] = "info"
 
@@ -93,11 +153,28 @@ class GatewayConfig:
         if not self.worker_urls:
             raise ConfigError("at least one worker url is required (--worker-urls)")
         if self.policy not in POLICIES:
-            raise ConfigError(f"unknown policy {self.policy!r}; supported: {', '.join(POLICIES)}")
+            raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} out of range")
-        for name in ("request_timeout_secs", "health_check_interval_secs", "health_check_timeout_secs"):
+        for name in (
+            "request_timeout_secs",
+            "health_check_interval_secs",
+            "health_check_timeout_secs",
+            "cb_timeout_duration_secs",
+            "cb_window_duration_secs",
+            "load_monitor_interval",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.health_failure_threshold < 1 or self.health_success_threshold < 1:
             raise ConfigError("health thresholds must be at least 1")
+        if self.cb_failure_threshold < 1 or self.cb_success_threshold < 1:
+            raise ConfigError("circuit breaker thresholds must be at least 1")
+        if self.retry_max_retries < 1:
+            raise ConfigError("retry_max_retries (total attempts) must be at least 1")
+        if not 0 <= self.retry_initial_backoff_ms <= self.retry_max_backoff_ms:
+            raise ConfigError("retry backoffs must satisfy 0 <= initial <= max")
+        if self.retry_backoff_multiplier < 1:
+            raise ConfigError("retry_backoff_multiplier must be at least 1")
+        if not 0 <= self.retry_jitter_factor <= 1:
+            raise ConfigError("retry_jitter_factor must be between 0 and 1")

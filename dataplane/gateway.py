@@ -6,16 +6,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, assert_never
 
+from dataplane.circuit import BreakerConfig, CircuitBreaker
 from dataplane.client import SglangClient, WorkerClient
-from dataplane.config import GatewayConfig, WorkerUrl
+from dataplane.config import GatewayConfig, WorkerSpec
 from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
+from dataplane.health import HealthPolicy, monitor_health
+from dataplane.monitors import KvFeed, maintain, poll_loads
 from dataplane.pipeline import execute, prepare, select_worker
-from dataplane.routing import RouteRequest, make_policy
+from dataplane.retry import RetryPolicy
+from dataplane.routing import Policy, RouteRequest, make_policy
+from dataplane.sticky import StickyKeys
 from dataplane.tokenizer import ModelTokenizer, load_tokenizer
 from dataplane.types import (
     Choice,
@@ -30,16 +35,16 @@ from dataplane.types import (
     Usage,
     WorkerInfo,
 )
-from dataplane.workers import HealthPolicy, Worker, WorkerRegistry, monitor_health
+from dataplane.workers import DuplicateWorker, Worker, WorkerRegistry
 
 log = logging.getLogger(__name__)
-ClientFactory = Callable[[WorkerUrl], WorkerClient]
+ClientFactory = Callable[[WorkerSpec], WorkerClient]
 
 
-def grpc_client_factory(url: WorkerUrl) -> WorkerClient:
-    if url.mode != "grpc":
-        raise ConfigError(f"{url.url}: this client factory serves only grpc:// workers")
-    return SglangClient(url.host, url.port)
+def grpc_client_factory(spec: WorkerSpec) -> WorkerClient:
+    if spec.url.mode != "grpc":
+        raise ConfigError(f"{spec.url.url}: this client factory serves only grpc:// workers")
+    return SglangClient(spec.url.host, spec.url.port, spec.api_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +57,47 @@ class Model:
     proxied: bool = False
 
 
+def build_policy(config: GatewayConfig) -> Policy:
+    """The configured routing policy; a name the routing package has not built is a start-up error."""
+    try:
+        policy = make_policy(config.policy, config.routing)
+        if config.routing_key_override and config.policy != "manual":
+            policy = StickyKeys(policy, make_policy("manual", config.routing))
+    except (NotImplementedError, ValueError) as exc:
+        raise ConfigError(f"policy {config.policy} is not supported yet: {exc}") from exc
+    return policy
+
+
+def _pending(worker: Worker) -> bool:
+    return worker.status == "pending"
+
+
 class Gateway:
     """Owns workers and models; turns a ``GenerateRequest`` into a stream of ``Event``s."""
 
     def __init__(self, config: GatewayConfig, client_factory: ClientFactory = grpc_client_factory) -> None:
         self.config = config
         self.registry = WorkerRegistry()
-        self.policy = make_policy(config.policy, config.routing)
+        self.policy = build_policy(config)
+        self.retry = RetryPolicy(
+            max_attempts=1 if config.disable_retries else config.retry_max_retries,
+            initial_backoff_ms=config.retry_initial_backoff_ms,
+            max_backoff_ms=config.retry_max_backoff_ms,
+            multiplier=config.retry_backoff_multiplier,
+            jitter_factor=config.retry_jitter_factor,
+        )
+        self._breaker = BreakerConfig(
+            failure_threshold=config.cb_failure_threshold,
+            success_threshold=config.cb_success_threshold,
+            timeout_secs=config.cb_timeout_duration_secs,
+            enabled=not config.disable_circuit_breaker,
+        )
         self._client_factory = client_factory
         self._models: dict[str, Model] = {}
         self._aliases: dict[str, str] = {}
         self._tokenizers: dict[str, asyncio.Future[ModelTokenizer]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._worker_tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._health = HealthPolicy(
             interval=config.health_check_interval_secs,
             timeout=config.health_check_timeout_secs,
@@ -76,11 +110,13 @@ class Gateway:
     async def start(self) -> None:
         """Register every worker in the background; the gateway serves (and is not ready) meanwhile."""
         for url in self.config.worker_urls:
-            worker = Worker(url=url, client=self._client_factory(url))
-            self.registry.add(worker)
-            self.spawn(self._register(worker))
+            self.add_worker(WorkerSpec(url), configured=True)
         if not self.config.disable_health_check:
-            self.spawn(monitor_health(self.registry, self._health))
+            self.spawn(monitor_health(self.registry, self._health, self._on_failed))
+        if self.policy.needs_loads:
+            interval = self.config.load_monitor_interval
+            self.spawn(poll_loads(self.registry, interval, self.config.health_check_timeout_secs))
+        self.spawn(maintain(self.policy, self.config.routing.eviction_interval_secs))
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -89,18 +125,58 @@ class Gateway:
         for worker in self.registry.all():
             worker.client.close()
 
-    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[Any]:
         """Run a background task that the gateway keeps a reference to and cancels on stop."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _register(self, worker: Worker) -> None:
+    # --- workers ---------------------------------------------------------------------------------------
+
+    def add_worker(self, spec: WorkerSpec, *, configured: bool = False) -> Worker:
+        """Add a worker (``pending``) and register it in the background. ``configured``: one of the
+        command line's workers, to which ``--served-model-name`` and ``--model-path`` apply.
+        Raises ``DuplicateWorker`` for an address already registered."""
+        if self.registry.get(spec.url.worker_id) is not None:
+            raise DuplicateWorker(f"worker {spec.url.url} is already registered (id {spec.url.worker_id})")
+        worker = Worker(
+            url=spec.url,
+            client=self._client_factory(spec),
+            labels=dict(spec.labels),
+            breaker=CircuitBreaker(self._breaker),
+        )
+        self.registry.add(worker)
+        self._worker_tasks[worker.id] = [self.spawn(self._register(worker, spec.labels, configured))]
+        return worker
+
+    def drain(self, worker: Worker) -> None:
+        """Take the worker out of routing now; remove it once its in-flight requests are done."""
+        if worker.status != "draining":
+            self.registry.set_status(worker, "draining")
+            self.spawn(self._retire(worker))
+
+    async def _retire(self, worker: Worker) -> None:
+        for task in self._worker_tasks.pop(worker.id, ()):
+            task.cancel()
+        await self.registry.wait_idle(worker)
+        self.registry.remove(worker)
+        if self.policy.kv_events is not None:
+            self.policy.kv_events.forget(worker.url.url)
+        await asyncio.sleep(0)  # let the aborts spawned by the last requests leave first
+        worker.client.close()
+        log.info("worker %s removed", worker.url.url)
+
+    def _on_failed(self, worker: Worker) -> None:
+        if self.config.remove_unhealthy_workers:
+            self.drain(worker)
+
+    async def _register(self, worker: Worker, labels: Mapping[str, str], configured: bool) -> None:
         delay = 0.2
-        while True:
+        while _pending(worker):
             try:
                 info = await worker.client.model_info(timeout=self.config.health_check_timeout_secs)
-                model = await self._model_for(info, proxied=worker.url.mode == "http")
+                model = await self._model_for(info, proxied=worker.url.mode == "http", configured=configured)
             except Exception as exc:  # even a bug must not leave the worker unregistered for good
                 if isinstance(exc, GatewayError):
                     log.info("worker %s not registered yet: %s", worker.url.url, exc.message)
@@ -109,33 +185,40 @@ class Gateway:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            if not _pending(worker):
+                return  # failed or removed meanwhile
             worker.model_id = model.id
             worker.labels = {
                 "served_model_name": info.served_model_name,
                 "weight_version": info.weight_version,
+                **labels,
             }
+            worker.consecutive_failures = worker.consecutive_successes = 0
             self.registry.set_status(worker, "ready")
             log.info("worker %s registered for model %s", worker.url.url, model.id)
-            return
+            if self.policy.kv_events is not None and worker.url.mode == "grpc":
+                feed = KvFeed(worker, self.policy.kv_events)
+                self._worker_tasks.setdefault(worker.id, []).append(self.spawn(feed.run()))
 
-    async def _model_for(self, info: WorkerInfo, *, proxied: bool) -> Model:
-        model_id = self.config.served_model_name or info.served_model_name or info.model_path
-        model_id = model_id or self.config.model_path or ""
+    async def _model_for(self, info: WorkerInfo, *, proxied: bool, configured: bool) -> Model:
+        # The command line names its own workers' model; a worker added later names its own.
+        model_id = (self.config.served_model_name if configured else None) or info.served_model_name
+        model_id = model_id or info.model_path or (self.config.model_path if configured else None) or ""
         if not model_id:
             raise ConfigError("the worker reports no model name")
         if model_id in self._models:
             if self._models[model_id].proxied != proxied:
                 raise ConfigError(f"model {model_id!r} is served by both gRPC and HTTP workers")
             return self._models[model_id]
-        tokenizer = None if proxied else await self._tokenizer(info)
+        tokenizer = None if proxied else await self._tokenizer(info, configured)
         model = self._models.setdefault(model_id, Model(model_id, tokenizer, int(time.time()), proxied))
         for alias in (self.config.model_path, info.model_path):
             if alias:
                 self._aliases.setdefault(alias, model_id)
         return model
 
-    async def _tokenizer(self, info: WorkerInfo) -> ModelTokenizer:
-        source = self._tokenizer_source(info)
+    async def _tokenizer(self, info: WorkerInfo, configured: bool) -> ModelTokenizer:
+        source = self._tokenizer_source(info, configured)
         if source not in self._tokenizers:
             # Loading a large tokenizer.json takes a second of CPU: off the event loop, once per source
             # even when several workers register at the same time.
@@ -148,8 +231,11 @@ class Gateway:
             self._tokenizers.pop(source, None)  # let the next registration attempt try again
             raise
 
-    def _tokenizer_source(self, info: WorkerInfo) -> str:
-        for candidate in (self.config.tokenizer_path, self.config.model_path, info.tokenizer_path):
+    def _tokenizer_source(self, info: WorkerInfo, configured: bool) -> str:
+        ours: tuple[str | None, ...] = (
+            (self.config.tokenizer_path, self.config.model_path) if configured else ()
+        )
+        for candidate in (*ours, info.tokenizer_path, info.model_path):
             if candidate and (Path(candidate) / "tokenizer.json").is_file():
                 return candidate
         raise ConfigError(
@@ -161,23 +247,25 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.registry.healthy_count() > 0
+        return self.registry.ready_count() > 0
 
     def models(self) -> list[Model]:
-        return list(self._models.values())
+        """The models that have at least one worker."""
+        return [m for m in self._models.values() if self.registry.serves(m.id)]
 
     def model(self, name: str) -> Model:
         model = self._models.get(name) or self._models.get(self._aliases.get(name, ""))
-        if model is None:
+        if model is None or not self.registry.serves(model.id):
             known = ", ".join(sorted(self._models)) or "none registered yet"
             raise ModelNotFound(f"model {name!r} not found (available: {known})", param="model")
         return model
 
     # --- the data path ---------------------------------------------------------------------------------
 
-    def select(self, route: RouteRequest) -> Worker:
-        """A healthy worker for the model, by the configured policy (for proxied HTTP requests)."""
-        return select_worker(self.registry, self.policy, route, set())
+    def select(self, route: RouteRequest, exclude: Collection[Worker] = ()) -> Worker:
+        """A routable worker for the model by the configured policy, avoiding ``exclude`` while another
+        is routable (for proxied HTTP requests)."""
+        return select_worker(self.registry, self.policy, route, exclude)
 
     def tokenizer(self, name: str) -> ModelTokenizer:
         model = self.model(name)
@@ -191,7 +279,7 @@ class Gateway:
         """Validate, tokenize and route eagerly (errors raise here), then stream the worker's events."""
         model = self.model(request.model)
         prepared = prepare(request, self.tokenizer(model.id))
-        return execute(request, prepared, self.registry, self.policy, model.id, self.spawn)
+        return execute(request, prepared, self.registry, self.policy, self.retry, model.id, self.spawn)
 
     async def collect(self, request: GenerateRequest) -> Completion:
         """The non-streaming view of one request."""

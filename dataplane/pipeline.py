@@ -1,27 +1,28 @@
 """The request pipeline as plain stages: prepare → select → build → execute (→ output.py).
 
-Retries happen only before the first worker message: once anything was produced, it is the client's.
+Retries (whole attempts, on another worker when there is one) happen only before the first worker
+message: once anything was produced, it is the client's.
 A stream that is left before its worker finished is aborted on the worker (abort-on-drop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dataplane.errors import InvalidRequest, NoHealthyWorker, WorkerError
 from dataplane.output import OutputSpec, ResponseAssembler
+from dataplane.retry import RetryPolicy
 from dataplane.routing import Policy, RouteRequest
 from dataplane.tokenizer import ModelTokenizer
 from dataplane.types import Event, GenerateRequest, Started, WireRequest
 from dataplane.workers import Worker, WorkerRegistry
 
 log = logging.getLogger(__name__)
-RETRYABLE_BEFORE_START = frozenset({503})
-MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +89,16 @@ def _check_ids(ids: Sequence[int], vocab_size: int) -> None:
 
 
 def select_worker(
-    registry: WorkerRegistry, policy: Policy, route: RouteRequest, exclude: set[Worker]
+    registry: WorkerRegistry, policy: Policy, route: RouteRequest, exclude: Collection[Worker] = ()
 ) -> Worker:
-    healthy = registry.healthy(route.model_id)
-    candidates = [w for w in healthy if w not in exclude] if exclude else healthy
+    """A routable worker for the request by ``policy``, avoiding ``exclude`` (the workers a retried
+    request already failed on) while any other is routable; a pinned request keeps its index."""
+    candidates: Sequence[Worker] = registry.routable(route.model_id)
     if not candidates:
         raise NoHealthyWorker(f"no healthy worker is available for model {route.model_id!r}")
+    if exclude and route.target_worker is None:
+        untried = [w for w in candidates if w not in exclude]
+        candidates = untried or candidates
     worker = policy.select(route, candidates)
     if worker is None:
         raise NoHealthyWorker(f"the requested target worker is not available for model {route.model_id!r}")
@@ -121,20 +126,39 @@ async def execute(
     prepared: Prepared,
     registry: WorkerRegistry,
     policy: Policy,
+    retry: RetryPolicy,
     model_id: str,
-    spawn: Callable[[Coroutine[Any, Any, object]], None],
+    spawn: Callable[[Coroutine[Any, Any, object]], object],
 ) -> AsyncGenerator[Event, None]:
-    """Run the request on a worker, retrying connection failures on other workers before the first event."""
-    tried: set[Worker] = set()
+    """Run the request on a worker; before the first event, a retryable failure re-runs it on another.
+
+    Every attempt holds a lease on its worker for as long as it runs and gives the worker's circuit
+    breaker its outcome (none when the client left: that is not the worker's doing).
+    """
+    tried: list[Worker] = []
     created = int(time.time())
-    route = RouteRequest(model_id, text=prepared.text, token_ids=prepared.input_ids)
-    for attempt in range(MAX_ATTEMPTS):
-        worker = select_worker(registry, policy, route, tried)
-        tried.add(worker)
+    route = RouteRequest(
+        model_id,
+        text=prepared.text,
+        token_ids=prepared.input_ids,
+        routing_key=request.routing_key,
+        target_worker=request.target_worker,
+    )
+    attempt = 0
+    failure: WorkerError | None = None
+    while True:
+        try:
+            worker = select_worker(registry, policy, route, tried)
+        except NoHealthyWorker:
+            if failure is None:
+                raise
+            raise failure from None  # the retries ran out of workers: the last worker's own error
+        tried.append(worker)
         wire = build_wire_request(request, prepared, attempt)
         assembler = ResponseAssembler(prepared.output, request.sampling.n)
         started = False
         finished = False
+        outcome: int | None = None
         with registry.lease(worker):
             stream = worker.client.generate(wire)
             try:
@@ -148,24 +172,25 @@ async def execute(
                         break  # the worker is aborted below
                 else:
                     finished = True
+                # Raises if the worker ended without finishing: before anything began, that is retryable.
+                tail = assembler.finish()
+                outcome = 200
             except WorkerError as exc:
-                untried = any(w not in tried for w in registry.healthy(model_id))
-                if (
-                    started
-                    or exc.status not in RETRYABLE_BEFORE_START
-                    or not untried
-                    or attempt + 1 == MAX_ATTEMPTS
-                ):
+                outcome = exc.status
+                if started or not retry.should_retry(exc.status, attempt):
                     raise
-                log.warning("retrying %s on another worker: %s", wire.request_id, exc.message)
-                continue
+                failure = exc
             finally:
                 await stream.aclose()
                 if not finished:
                     spawn(worker.client.abort(wire.request_id, "Stream dropped"))
-        tail = (
-            assembler.finish()
-        )  # raises if the worker ended without finishing: a plain error if nothing began
+                if outcome is not None:
+                    registry.record_outcome(worker, outcome)
+        if failure is not None and outcome != 200:
+            log.warning("retrying %s after: %s", wire.request_id, failure.message)
+            await asyncio.sleep(retry.backoff(attempt))
+            attempt += 1
+            continue
         if not started:
             yield Started(wire.request_id, model_id, created, worker.url.url)
         for event in tail:

@@ -55,6 +55,8 @@ class GenerateRequest:
     continue_final_message: bool = False
     stream: bool = False
     trace_carrier: Mapping[str, str] = field(default_factory=dict)
+    routing_key: str | None = None  # X-SMG-Routing-Key
+    target_worker: str | None = None  # X-SMG-Target-Worker
 
 
 @dataclass(frozen=True, slots=True)

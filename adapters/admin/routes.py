@@ -1,15 +1,32 @@
-"""Health, readiness, models and workers."""
+"""Health, readiness, models, and the workers API (list, add, inspect, remove).
+
+A worker's id is 16 hex digits of the SHA-256 of its canonical URL (``WorkerUrl.worker_id``): URL-safe,
+and the same for the same address in every gateway process and across restarts.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from adapters.context import GATEWAY
+from adapters.errors import error_response
+from adapters.params import parse_body
+from dataplane.config import WorkerSpec, WorkerUrl
+from dataplane.errors import ConfigError, InvalidRequest
+from dataplane.workers import DuplicateWorker, Worker
+
+# What POST /workers takes of SMG's WorkerSpec; any other field is refused, not ignored.
+WORKER_FIELDS = frozenset({"url", "labels", "api_key", "worker_type", "connection_mode"})
 
 
-def _json(payload: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+def _json(payload: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers
+    )
 
 
 async def liveness(_: web.Request) -> web.Response:
@@ -19,7 +36,7 @@ async def liveness(_: web.Request) -> web.Response:
 async def readiness(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     total = len(gateway.registry.all())
-    healthy = gateway.registry.healthy_count()
+    healthy = gateway.registry.ready_count()
     if healthy:
         return _json({"status": "ready", "healthy_workers": healthy, "total_workers": total})
     return _json(
@@ -54,6 +71,76 @@ async def workers(request: web.Request) -> web.Response:
                 "healthy_workers": sum(w.healthy for w in listed),
                 "total_models": len({w.model_id for w in listed if w.model_id}),
                 "total_load": sum(w.load for w in listed),
+                "by_type": {"regular": len(listed), "prefill": 0, "decode": 0},
             },
         }
     )
+
+
+async def add_worker(request: web.Request) -> web.Response:
+    """``POST /workers``: 202 at once; the worker registers in the background (``pending`` → ``ready``)."""
+    spec = worker_spec(parse_body(await request.read()))
+    try:
+        worker = request.app[GATEWAY].add_worker(spec)
+    except DuplicateWorker as exc:
+        return error_response(409, str(exc), "worker_already_exists")
+    location = f"/workers/{worker.id}"
+    body = {"id": worker.id, "url": worker.url.url, "status": worker.status, "location": location}
+    return _json(body, status=202, headers={"Location": location})
+
+
+async def get_worker(request: web.Request) -> web.Response:
+    worker = _worker(request)
+    return _json(worker.describe()) if isinstance(worker, Worker) else worker
+
+
+async def remove_worker(request: web.Request) -> web.Response:
+    """``DELETE /workers/{id}``: the worker takes no new requests; it is removed once its last one ends."""
+    worker = _worker(request)
+    if not isinstance(worker, Worker):
+        return worker
+    request.app[GATEWAY].drain(worker)
+    return _json({"id": worker.id, "url": worker.url.url, "status": worker.status}, status=202)
+
+
+def _worker(request: web.Request) -> Worker | web.Response:
+    worker_id = request.match_info["worker_id"]
+    worker = request.app[GATEWAY].registry.get(worker_id)
+    if worker is None:
+        return error_response(404, f"worker {worker_id!r} not found", "worker_not_found")
+    return worker
+
+
+def worker_spec(body: Mapping[str, Any]) -> WorkerSpec:
+    """A ``WorkerSpec`` from a ``POST /workers`` body; 400 for anything missing, unknown or invalid."""
+    unknown = sorted(set(body) - WORKER_FIELDS)
+    if unknown:
+        raise InvalidRequest(
+            f"unsupported worker field(s): {', '.join(unknown)} "
+            f"(supported: {', '.join(sorted(WORKER_FIELDS))})",
+            param=unknown[0],
+        )
+    raw_url = body.get("url")
+    if not isinstance(raw_url, str) or not raw_url:
+        raise InvalidRequest("'url' is required: the worker's grpc:// or http(s):// address", param="url")
+    try:
+        url = WorkerUrl.parse(raw_url)
+    except ConfigError as exc:
+        raise InvalidRequest(exc.message, param="url") from exc
+    labels = body.get("labels") or {}
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise InvalidRequest("'labels' must be an object of strings", param="labels")
+    api_key = body.get("api_key")
+    if api_key is not None and not isinstance(api_key, str):
+        raise InvalidRequest("'api_key' must be a string", param="api_key")
+    if body.get("worker_type", "regular") != "regular":
+        raise InvalidRequest("only 'regular' workers are supported", param="worker_type")
+    mode = body.get("connection_mode")
+    if mode is not None and mode != url.mode:
+        raise InvalidRequest(
+            f"'connection_mode' {mode!r} does not match the url's scheme ({url.mode})",
+            param="connection_mode",
+        )
+    return WorkerSpec(url, labels, api_key or None)

@@ -46,7 +46,14 @@ class ChatRequest:
     include_usage: bool
 
 
-def parse_chat(body: Mapping[str, Any], request_id: str, trace: Mapping[str, str]) -> ChatRequest:
+def parse_chat(
+    body: Mapping[str, Any],
+    request_id: str,
+    trace: Mapping[str, str],
+    *,
+    routing_key: str | None = None,
+    target_worker: str | None = None,
+) -> ChatRequest:
     params.reject_unknown(body, ALLOWED, UNSUPPORTED)
     _check_response_format(body)
     tools = _tools(body)
@@ -69,6 +76,8 @@ def parse_chat(body: Mapping[str, Any], request_id: str, trace: Mapping[str, str
         continue_final_message=params.get(body, "continue_final_message", bool, False),
         stream=params.get(body, "stream", bool, False),
         trace_carrier=trace,
+        routing_key=routing_key,
+        target_worker=target_worker,
     )
     return ChatRequest(generate, params.include_usage(body))
 

@@ -18,7 +18,9 @@ from adapters.sse import stream_events
 async def chat_completions(
     request: web.Request, ctx: RequestContext, body: dict[str, Any]
 ) -> web.StreamResponse:
-    chat = parse_chat(body, ctx.request_id, ctx.trace)
+    chat = parse_chat(
+        body, ctx.request_id, ctx.trace, routing_key=ctx.routing_key, target_worker=ctx.target_worker
+    )
     gateway = request.app[GATEWAY]
     if chat.generate.stream:
         return await stream_events(

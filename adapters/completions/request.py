@@ -27,7 +27,14 @@ class CompletionRequest:
     include_usage: bool
 
 
-def parse_completion(body: Mapping[str, Any], request_id: str, trace: Mapping[str, str]) -> CompletionRequest:
+def parse_completion(
+    body: Mapping[str, Any],
+    request_id: str,
+    trace: Mapping[str, str],
+    *,
+    routing_key: str | None = None,
+    target_worker: str | None = None,
+) -> CompletionRequest:
     params.reject_unknown(body, ALLOWED, UNSUPPORTED)
     top = params.integer(body, "logprobs", 0, 5)
     max_tokens = params.integer(body, "max_tokens", 0)
@@ -42,6 +49,8 @@ def parse_completion(body: Mapping[str, Any], request_id: str, trace: Mapping[st
         ),
         stream=params.get(body, "stream", bool, False),
         trace_carrier=trace,
+        routing_key=routing_key,
+        target_worker=target_worker,
     )
     if base.sampling.max_tokens == 0:
         raise InvalidRequest("'max_tokens' must be at least 1", param="max_tokens")

@@ -20,7 +20,9 @@ from dataplane.types import Event
 
 @openai_route("cmpl-")
 async def completions(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> web.StreamResponse:
-    parsed = parse_completion(body, ctx.request_id, ctx.trace)
+    parsed = parse_completion(
+        body, ctx.request_id, ctx.trace, routing_key=ctx.routing_key, target_worker=ctx.target_worker
+    )
     gateway = request.app[GATEWAY]
     echo = _echo_texts(gateway, parsed)
     if parsed.prompts[0].stream:

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from adapters import app, cli
-from adapters.router_args import SMG_POLICIES, UNSUPPORTED_FLAGS
-from dataplane.config import POLICIES, GatewayConfig
+from adapters.router_args import SMG_POLICIES, UNSUPPORTED_FLAGS, available_policies
+from dataplane.config import GatewayConfig, PolicyConfig
 from dataplane.embedded import EMBEDDED_MODEL_NAME
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
@@ -92,6 +92,80 @@ def test_launch_every_supported_flag() -> None:
 WORKER = ["--worker-urls", "grpc://127.0.0.1:50051"]
 
 
+def test_launch_reliability_defaults_match_smg() -> None:
+    config = cli.parse_launch(WORKER)
+    assert (config.retry_max_retries, config.retry_initial_backoff_ms, config.retry_max_backoff_ms) == (
+        5,
+        50,
+        30000,
+    )
+    assert (config.retry_backoff_multiplier, config.retry_jitter_factor) == (1.5, 0.2)
+    assert (config.cb_failure_threshold, config.cb_success_threshold) == (10, 3)
+    assert (config.cb_timeout_duration_secs, config.cb_window_duration_secs) == (60, 120)
+    assert not (config.disable_retries or config.disable_circuit_breaker or config.remove_unhealthy_workers)
+    assert config.load_monitor_interval == 10
+    assert config.routing == PolicyConfig()
+
+
+def test_launch_reliability_and_routing_flags() -> None:
+    config = cli.parse_launch(
+        [*WORKER, "--retry-max-retries", "3", "--retry-initial-backoff-ms", "10", "--retry-max-backoff-ms",
+         "100", "--retry-backoff-multiplier", "2", "--retry-jitter-factor", "0", "--disable-retries",
+         "--cb-failure-threshold", "4", "--cb-success-threshold", "2", "--cb-timeout-duration-secs", "9",
+         "--cb-window-duration-secs", "30", "--disable-circuit-breaker", "--remove-unhealthy-workers",
+         "--load-monitor-interval", "0.5", "--cache-threshold", "0.5", "--balance-abs-threshold", "8",
+         "--balance-rel-threshold", "2", "--balance-token-usage-threshold", "0.4",
+         "--overload-token-usage-threshold", "0.9", "--eviction-interval", "30", "--max-tree-size", "1000",
+         "--block-size", "32", "--prefix-token-count", "64", "--prefix-hash-load-factor", "1.5",
+         "--least-load-kv-pressure-weight", "0.3", "--least-load-default-throughput", "500",
+         "--least-load-mean-prefill-tokens", "256", "--max-idle-secs", "60", "--assignment-mode",
+         "min_group", "--routing-key-override"]
+    )  # fmt: skip
+    assert (config.retry_max_retries, config.retry_initial_backoff_ms, config.retry_max_backoff_ms) == (
+        3,
+        10,
+        100,
+    )
+    assert (config.retry_backoff_multiplier, config.retry_jitter_factor, config.disable_retries) == (
+        2,
+        0,
+        True,
+    )
+    assert (config.cb_failure_threshold, config.cb_success_threshold) == (4, 2)
+    assert (config.cb_timeout_duration_secs, config.cb_window_duration_secs) == (9, 30)
+    assert config.disable_circuit_breaker and config.remove_unhealthy_workers and config.routing_key_override
+    assert config.load_monitor_interval == 0.5
+    assert config.routing == PolicyConfig(
+        cache_threshold=0.5, balance_abs_threshold=8, balance_rel_threshold=2,
+        balance_token_usage_threshold=0.4, overload_token_usage_threshold=0.9, eviction_interval_secs=30,
+        max_tree_size=1000, block_size=32, prefix_token_count=64, prefix_hash_load_factor=1.5,
+        least_load_kv_pressure_weight=0.3, least_load_default_throughput=500,
+        least_load_mean_prefill_tokens=256, max_idle_secs=60, assignment_mode="min_group",
+    )  # fmt: skip
+    assert cli.parse_launch([*WORKER, "--eviction-interval-secs", "7"]).routing.eviction_interval_secs == 7
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--retry-max-retries", "0"], "retry_max_retries (total attempts) must be at least 1"),
+        (["--retry-initial-backoff-ms", "100", "--retry-max-backoff-ms", "10"], "retry backoffs"),
+        (["--retry-backoff-multiplier", "0.5"], "retry_backoff_multiplier must be at least 1"),
+        (["--retry-jitter-factor", "2"], "retry_jitter_factor must be between 0 and 1"),
+        (["--cb-failure-threshold", "0"], "circuit breaker thresholds must be at least 1"),
+        (["--cb-timeout-duration-secs", "0"], "cb_timeout_duration_secs must be positive"),
+        (["--load-monitor-interval", "0"], "load_monitor_interval must be positive"),
+        (["--block-size", "0"], "block_size must be at least 1"),
+        (["--eviction-interval", "0"], "eviction_interval_secs must be positive"),
+        (["--assignment-mode", "nearest"], "invalid choice: 'nearest'"),
+    ],
+)
+def test_invalid_reliability_and_routing_values(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert message in _fail(["launch", *WORKER, *argv], capsys)
+
+
 @pytest.mark.parametrize("argv", [["launch", *WORKER], ["start", *WORKER], WORKER])
 def test_launch_subcommand_alias_and_implicit(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[GatewayConfig] = []
@@ -117,7 +191,15 @@ def test_refused_flag_fails_even_without_a_value(capsys: pytest.CaptureFixture[s
     assert _fail(argv, capsys) == "smg: --pd-disaggregation is not supported yet\n"
 
 
-@pytest.mark.parametrize("policy", [p for p in SMG_POLICIES if p not in POLICIES])
+BUILT = available_policies()
+
+
+def test_every_policy_the_routing_package_builds_is_available() -> None:
+    assert {"random", "round_robin"} <= set(BUILT) < set(SMG_POLICIES)
+    assert {"passthrough", "bucket"}.isdisjoint(BUILT)  # SMG names with no PolicyName here
+
+
+@pytest.mark.parametrize("policy", [p for p in SMG_POLICIES if p not in BUILT])
 @pytest.mark.parametrize(
     "argv",
     [["launch", *WORKER, "--policy"], ["serve", "--model-path", "/m", "--policy"],
@@ -125,7 +207,30 @@ def test_refused_flag_fails_even_without_a_value(capsys: pytest.CaptureFixture[s
 )  # fmt: skip
 def test_unsupported_policies(argv: list[str], policy: str, capsys: pytest.CaptureFixture[str]) -> None:
     err = _fail([*argv, policy], capsys)
-    assert err == f"smg: policy {policy} is not supported yet; supported: round_robin, random\n"
+    assert err == f"smg: policy {policy} is not supported yet; supported: {', '.join(BUILT)}\n"
+
+
+@pytest.mark.parametrize("policy", BUILT)
+def test_built_policies_are_accepted(policy: str) -> None:
+    assert cli.parse_launch([*WORKER, "--policy", policy]).policy == policy
+
+
+def test_a_policy_the_routing_package_refuses_is_unsupported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dataplane.routing as routing
+
+    make_policy = routing.make_policy
+
+    def not_yet(name: str, config: PolicyConfig | None = None) -> object:
+        if name == "cache_aware":
+            raise NotImplementedError("policy cache_aware is not built yet")
+        return make_policy(name, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(routing, "make_policy", not_yet)
+    err = _fail(["launch", *WORKER, "--policy", "cache_aware"], capsys)
+    assert err.startswith("smg: policy cache_aware is not supported yet; supported: random, round_robin")
+    assert "cache_aware" not in err.split("supported:")[1]
 
 
 @pytest.mark.parametrize(
@@ -201,7 +306,7 @@ async def _ok(url: str) -> bool:
 def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([command, "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "cache_aware, is not available yet" in out
+    assert f"supported: {', '.join(BUILT)}" in out
     assert "--api-key" in out  # named among the refused flags
 
 
@@ -264,8 +369,10 @@ def test_serve_reference_defaults_to_the_embedded_model() -> None:
         (["--backend", "tokenspeed", "--model", "/m"], "smg: --backend tokenspeed is not supported yet"),
         (["--backend", "vllm", "--model", "/m", "--connection-mode", "zmq"],
          "smg: --connection-mode zmq is not supported yet"),
-        (["--model", "/m", "--router-cache-threshold", "0.5"],
-         "smg: --router-cache-threshold is not supported yet"),
+        (["--model", "/m", "--router-dp-aware"], "smg: --router-dp-aware is not supported yet"),
+        (["--model", "/m", "--router-cache-threshold", "1.5"],
+         "smg: cache_threshold must be between 0 and 1"),
+        (["--model", "/m", "--block-size", "x"], "smg: --block-size: invalid value 'x'"),
         (["--model", "/m", "--router-api-key", "k"], "smg: --router-api-key is not supported yet"),
         (["--model", "/m", "--data-parallel-size", "0"], "smg: --data-parallel-size must be at least 1"),
         (["--model", "/m", "--worker-base-port", "70000"], "smg: --worker-base-port 70000 out of range"),
@@ -329,6 +436,17 @@ def test_serve_shared_flags_reach_engine_and_router(
     plan = cli.parse_serve(["--model", "/m", *argv])
     assert (plan.gateway.chat_template, plan.gateway.log_level) == (template, level)
     assert list(plan.engine.extra_args) == engine_args
+
+
+def test_serve_takes_router_knobs_and_shares_the_block_size_with_the_engine() -> None:
+    plan = cli.parse_serve(
+        ["--backend", "vllm", "--model", "/m", "--router-cache-threshold", "0.6", "--cb-failure-threshold",
+         "2", "--block-size", "32"]
+    )  # fmt: skip
+    assert plan.gateway.routing.cache_threshold == 0.6
+    assert plan.gateway.cb_failure_threshold == 2
+    assert plan.gateway.routing.block_size == 32
+    assert plan.engine.extra_args == ("--block-size", "32")
 
 
 def test_serve_router_overrides_and_served_name() -> None:

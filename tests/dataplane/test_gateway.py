@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from dataplane.config import GatewayConfig, WorkerUrl
 from dataplane.errors import InvalidRequest, ModelNotFound, NoHealthyWorker, WorkerError
 from dataplane.gateway import Gateway
 from dataplane.types import (
@@ -21,29 +20,10 @@ from dataplane.types import (
     Started,
     TextDelta,
     WireRequest,
-    WorkerInfo,
     WorkerMessage,
 )
-from tests.fakes.worker import FakeClient, Script, complete
-
-MODEL = "test/model"
-EOS = 151645
-
-
-def hello(request: WireRequest) -> Sequence[WorkerMessage]:
-    return [Chunk(0, [9707], len(request.input_ids), 1, 0), complete([EOS], matched=EOS)]
-
-
-async def started_gateway(model_dir: Path, scripts: list[Script]) -> Gateway:
-    info = WorkerInfo(MODEL, str(model_dir), str(model_dir), 32768, (EOS,), "default")
-    clients = {f"grpc://127.0.0.1:{9000 + i}": FakeClient(f"w{i}", s, info) for i, s in enumerate(scripts)}
-    config = GatewayConfig(worker_urls=tuple(WorkerUrl.parse(u) for u in clients), disable_health_check=True)
-    gateway = Gateway(config, client_factory=lambda url: clients[url.url])
-    all_ready = asyncio.Event()
-    gateway.registry.on_change(lambda: gateway.registry.healthy_count() == len(scripts) and all_ready.set())
-    await gateway.start()
-    await asyncio.wait_for(all_ready.wait(), timeout=10)
-    return gateway
+from tests.dataplane.gateways import EOS, MODEL, chat, client, hello, started_gateway
+from tests.fakes.worker import complete
 
 
 @pytest.fixture
@@ -51,21 +31,6 @@ async def gateway(model_dir: Path) -> AsyncIterator[Gateway]:
     gw = await started_gateway(model_dir, [hello, hello])
     yield gw
     await gw.stop()
-
-
-def chat(content: str = "hi", **sampling: object) -> GenerateRequest:
-    return GenerateRequest(
-        request_id="req-1",
-        model=MODEL,
-        sampling=SamplingParams(**sampling),  # type: ignore[arg-type]
-        messages=({"role": "user", "content": content},),
-    )
-
-
-def client(gateway: Gateway, i: int) -> FakeClient:
-    c = gateway.registry.all()[i].client
-    assert isinstance(c, FakeClient)
-    return c
 
 
 async def test_round_robin_spreads_requests_and_releases_leases(gateway: Gateway) -> None:

@@ -138,8 +138,12 @@ def deployment(count: int, model_dir: Path, *worker_args: str, **config: Any) ->
 
 @pytest.fixture(scope="session")
 def shared(model_dir: Path) -> Iterator[Deployment]:
-    """Two default workers (script ``fixed``, one token per chunk) behind a round-robin gateway."""
-    with deployment(2, model_dir) as d:
+    """Two default workers (script ``fixed``, one token per chunk) behind a round-robin gateway.
+
+    Tests inject failures into these workers on purpose, one after the other: their circuit breakers are
+    off (breakers have deployments of their own), and retries wait 1 ms instead of 50 ms.
+    """
+    with deployment(2, model_dir, disable_circuit_breaker=True, retry_initial_backoff_ms=1.0) as d:
         yield d
 
 

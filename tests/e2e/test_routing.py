@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tests.e2e.conftest import (
     new_rid,
     wait_idle,
 )
-from tests.fakes.refworker_proc import RefWorkerProcs, read_record
+from tests.fakes.refworker_proc import read_record
 
 
 @pytest.fixture
@@ -192,32 +193,34 @@ async def test_concurrent_mixed_requests(
     await wait_idle(http, shared)
 
 
-async def test_restarted_worker_rejoins(http: aiohttp.ClientSession, fragile: Deployment) -> None:
+async def test_worker_that_stops_answering_rejoins(http: aiohttp.ClientSession, fragile: Deployment) -> None:
+    """Not-ready is not the end: a worker whose probes fail (frozen, not dead) comes back when they pass
+    again, before the consecutive failures reach 3 × the threshold (``failed``, terminal)."""
     host, port = fragile.workers[0]
     url = f"grpc://{host}:{port}"
-    fragile.procs.procs[0].kill()
-    fragile.procs.procs[0].wait()
+    frozen = fragile.procs.procs[0]
 
     async def health_of_first() -> bool | None:
         _, body = await get_json(http, f"{fragile.url}/workers")
         return {w["url"]: w["is_healthy"] for w in body["workers"]}[url]
 
-    await eventually(lambda: _is(health_of_first(), False))
-    # A new worker process on the same address: the health checks bring it back into rotation.
-    with RefWorkerProcs(1, "--port", str(port)) as (address,):
-        assert address == (host, port)
-        await eventually(lambda: _is(health_of_first(), True))
-        prefix = new_rid("rejoin")
-        async with api_client(fragile) as client:
-            for i in range(4):
-                await client.chat.completions.create(
-                    model=MODEL,
-                    messages=[{"role": "user", "content": "hi"}],
-                    extra_headers={"x-request-id": f"{prefix}-{i}"},
-                )
-        assert counts(fragile, prefix) == [2, 2]
-        status, body = await get_json(http, f"{fragile.url}/readiness")
-        assert (status, body["healthy_workers"]) == (200, 2)
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        await eventually(lambda: _is(health_of_first(), False))
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    await eventually(lambda: _is(health_of_first(), True))
+    prefix = new_rid("rejoin")
+    async with api_client(fragile) as client:
+        for i in range(4):
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-request-id": f"{prefix}-{i}"},
+            )
+    assert counts(fragile, prefix) == [2, 2]
+    status, body = await get_json(http, f"{fragile.url}/readiness")
+    assert (status, body["healthy_workers"]) == (200, 2)
 
 
 async def _is(value: Any, expected: bool) -> bool:

@@ -7,22 +7,34 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from dataplane.errors import WorkerError
-from dataplane.types import Complete, WireRequest, WorkerInfo, WorkerMessage
+from dataplane.types import Complete, EngineLoad, KvEventBatch, WireRequest, WorkerInfo, WorkerMessage
 
 Script = Callable[[WireRequest], Sequence[WorkerMessage | WorkerError | asyncio.Event]]
+KvStream = Sequence[KvEventBatch | WorkerError | asyncio.Event]
 
 
 @dataclass
 class FakeClient:
-    """Plays a script per request; an ``Event`` in the script blocks until set, an error is raised."""
+    """Plays a script per request; an ``Event`` in the script blocks until set, an error is raised.
+
+    ``loads`` is what ``get_loads`` answers (``None``: the worker reports no loads). ``kv_streams`` are
+    played one per ``SubscribeKvEvents`` connection, in order (``kv_starts`` records each one's start
+    sequence number); with none configured the worker does not implement the RPC, and once they are
+    used up a new connection stays silent.
+    """
 
     address: str
     script: Script
     info: WorkerInfo
     healthy: bool = True
+    loads: EngineLoad | WorkerError | None = None
+    kv_streams: list[KvStream] = field(default_factory=list)
+    kv_starts: list[int] = field(default_factory=list)
+    loads_polled: int = 0
     requests: list[WireRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     closed_early: list[str] = field(default_factory=list)
+    closed: bool = False
 
     async def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
         self.requests.append(request)
@@ -50,8 +62,29 @@ class FakeClient:
     async def model_info(self, timeout: float) -> WorkerInfo:
         return self.info
 
+    async def get_loads(self, timeout: float) -> EngineLoad | None:
+        self.loads_polled += 1
+        if isinstance(self.loads, WorkerError):
+            raise self.loads
+        return self.loads
+
+    async def kv_events(self, start_sequence_number: int) -> AsyncGenerator[KvEventBatch, None]:
+        if not self.kv_streams and not self.kv_starts:
+            raise WorkerError("SubscribeKvEvents: UNIMPLEMENTED", status=501, grpc_status="UNIMPLEMENTED")
+        connection = len(self.kv_starts)
+        self.kv_starts.append(start_sequence_number)
+        if connection >= len(self.kv_streams):
+            await asyncio.Event().wait()  # a silent stream, until the subscriber leaves
+        for step in self.kv_streams[connection]:
+            if isinstance(step, asyncio.Event):
+                await step.wait()
+            elif isinstance(step, WorkerError):
+                raise step
+            else:
+                yield step
+
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def complete(
