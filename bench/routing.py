@@ -110,7 +110,8 @@ def parse_args() -> argparse.Namespace:
     add("--system-tokens", type=int, default=1500, help="about this many tokens per tenant system prompt")
     add("--user-tokens", type=int, default=60, help="about this many tokens per user message")
     add("--turns", type=int, default=4, help="turns per conversation")
-    add("--max-tokens", type=int, default=32, help="completion tokens per response")
+    add("--max-tokens", type=int, default=32, help="mean completion tokens per response (default: 32)")
+    add("--fixed-length", action="store_true", help="every response exactly --max-tokens long")
     add("--kv-tokens", type=int, default=32768, help="each worker's KV cache, tokens")
     add("--worker-args", default="", help="extra reference worker flags, e.g. '--prefill-tps 4000'")
     add("--gateway-cmd", default=f"{procs.VENV_PY} -m adapters.cli launch", help="our gateway's command")
@@ -158,17 +159,18 @@ class Window:
 class Client:
     """Streaming chat completions; one reply's text, usage and TTFT per call."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, model: str, max_tokens: int) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, model: str) -> None:
         self.session = session
         self.url = base_url + "/v1/chat/completions"
         self.model = model
-        self.max_tokens = max_tokens
 
-    async def chat(self, messages: list[dict[str, str]]) -> tuple[str, dict[str, Any], float]:
+    async def chat(
+        self, messages: list[dict[str, str]], max_tokens: int
+    ) -> tuple[str, dict[str, Any], float]:
         body = {
             "model": self.model,
             "messages": messages,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens,
             "ignore_eos": True,
             "chat_template_kwargs": {"enable_thinking": False},
             "stream": True,
@@ -197,9 +199,18 @@ class Client:
                         if delta := (choice.get("delta") or {}).get("content"):
                             text.append(delta)
                             ttft = ttft or time.perf_counter() - sent
-        if usage.get("completion_tokens") != self.max_tokens:
-            raise RuntimeError(f"usage {usage}, expected completion_tokens={self.max_tokens}")
+        if usage.get("completion_tokens") != max_tokens:
+            raise RuntimeError(f"usage {usage}, expected completion_tokens={max_tokens}")
         return "".join(text), usage, ttft
+
+
+def output_tokens(rng: random.Random, args: argparse.Namespace) -> int:
+    """Answer lengths vary (from half to one and a half ``--max-tokens``): with one fixed length, the
+    requests admitted together on a worker finish together and come back together, and TTFT measures
+    that lock-step instead of routing. ``--fixed-length`` keeps them fixed."""
+    if args.fixed_length:
+        return int(args.max_tokens)
+    return rng.randint(max(1, args.max_tokens // 2), args.max_tokens * 3 // 2)
 
 
 def record(outcome: Outcome, window: Window, usage: dict[str, Any], ttft: float) -> None:
@@ -231,7 +242,7 @@ async def conversation_user(
                 return
             messages.append({"role": "user", "content": words(rng, args.user_tokens)})
             try:
-                text, usage, ttft = await client.chat(messages)
+                text, usage, ttft = await client.chat(messages, output_tokens(rng, args))
             except (RuntimeError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 failed(outcome, window, exc)
                 break  # start a new conversation
@@ -247,7 +258,7 @@ async def random_user(
         # A random first word and a random order: no two prompts share more than a token or two.
         messages = [{"role": "user", "content": f"{rng.randrange(10**9)} {words(rng, args.user_tokens * 4)}"}]
         try:
-            _, usage, ttft = await client.chat(messages)
+            _, usage, ttft = await client.chat(messages, output_tokens(rng, args))
         except (RuntimeError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             failed(outcome, window, exc)
             continue
@@ -266,7 +277,7 @@ async def drive(args: argparse.Namespace, base_url: str, model: str, window: Win
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers={"content-type": "application/json"}
     ) as session:
-        client = Client(session, base_url, model, args.max_tokens)
+        client = Client(session, base_url, model)
         if shared:
             users = [
                 conversation_user(client, args, u, systems, window, outcome) for u in range(args.concurrency)
@@ -447,7 +458,8 @@ def main() -> int:
     print(
         f"{args.workers} realistic workers (KV {args.kv_tokens} tokens each); {args.tenants} tenants x "
         f"~{args.system_tokens}-token system prompts, {args.concurrency} users, {args.turns}-turn "
-        f"conversations, {args.max_tokens} output tokens; {args.warmup:.0f} s warm-up + "
+        f"conversations, {args.max_tokens} output tokens {'each' if args.fixed_length else 'on average'}; "
+        f"{args.warmup:.0f} s warm-up + "
         f"{args.duration:.0f} s window; logs {logs}",
         flush=True,
     )
