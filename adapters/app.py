@@ -10,12 +10,15 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from adapters.admin import parse
 from adapters.admin import routes as admin
 from adapters.chat.routes import chat_completions
 from adapters.completions.routes import completions
 from adapters.context import GATEWAY, REQUEST_ID, REQUEST_ID_HEADERS, incoming_request_id
 from adapters.errors import error_response, gateway_error_response, http_error_response
+from adapters.grpc.server import grpc_lifecycle
 from adapters.http_workers import ClientFactory
+from adapters.tokenize import routes as tokenize
 from dataplane.config import GatewayConfig
 from dataplane.errors import GatewayError
 from dataplane.gateway import Gateway
@@ -54,9 +57,15 @@ def build_app(config: GatewayConfig) -> web.Application:
     app[GATEWAY] = Gateway(config, factory)
     app[REQUEST_ID_HEADERS] = tuple(h.lower() for h in config.request_id_headers)
     app.cleanup_ctx.append(_gateway_lifecycle)
+    if config.grpc_port is not None:
+        app.cleanup_ctx.append(grpc_lifecycle(config.host, config.grpc_port))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", admin.models)
+    app.router.add_post("/v1/tokenize", tokenize.tokenize_route)
+    app.router.add_post("/v1/detokenize", tokenize.detokenize_route)
+    app.router.add_get("/v1/tokenizers", tokenize.list_tokenizers)
+    app.router.add_get("/v1/tokenizers/{name:.+}", tokenize.get_tokenizer)
     app.router.add_get("/health", admin.liveness)
     app.router.add_get("/liveness", admin.liveness)
     app.router.add_get("/readiness", admin.readiness)
@@ -64,6 +73,8 @@ def build_app(config: GatewayConfig) -> web.Application:
     app.router.add_post("/workers", admin.add_worker)
     app.router.add_get("/workers/{worker_id}", admin.get_worker)
     app.router.add_delete("/workers/{worker_id}", admin.remove_worker)
+    app.router.add_post("/parse/function_call", parse.function_call)
+    app.router.add_post("/parse/reasoning", parse.reasoning)
     return app
 
 

@@ -42,7 +42,7 @@ _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WAR
 # Hard-wrapped (RawDescriptionHelpFormatter): argparse would break flag names at their hyphens.
 _REFUSED_EPILOG = """\
 Every other SMG router flag (--pd-disaggregation, --api-key, --dp-aware,
---prometheus-*, --tool-call-parser, --service-discovery, ...) is recognised
+--prometheus-*, --mcp-config-path, --service-discovery, ...) is recognised
 and refused until it is supported."""
 _SERVE_EPILOG = f"""\
 Router flags take the prefix --router- (--router-policy random). Without the

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from dataplane.config import AssignmentMode, GatewayConfig, PolicyConfig
+from parsers import REASONING_PARSER_NAMES, TOOL_PARSER_NAMES
 
 SMG_POLICIES = (
     "random", "round_robin", "passthrough", "cache_aware", "power_of_two",
@@ -40,8 +41,7 @@ UNSUPPORTED_FLAGS: tuple[str, ...] = (
     "priority-scheduler-enabled", "priority-scheduler-default-max-class", "priority-scheduler-config",
     "priority-scheduler-tenant-metric-top-n", "tenant-rate-limit-enabled", "tenant-rate-limit-config",
     # tokenizer / parsers / MCP
-    "disable-tokenizer-autoload", "tokenizer-cache-enable-l0", "tokenizer-cache-l0-max-entries",
-    "tokenizer-cache-enable-l1", "tokenizer-cache-l1-max-memory", "reasoning-parser", "tool-call-parser",
+    "disable-tokenizer-autoload",
     "mcp-config-path",
     # storage
     "history-backend", "postgres-db-url", "postgres-pool-max", "postgres-pool-max-size", "redis-url",
@@ -178,6 +178,27 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
     RouterFlag("request-id-headers", "request_id_headers", {"nargs": "*", "metavar": "HEADER"},
                "headers searched for an incoming request id"),
     RouterFlag("log-level", "log_level", {"choices": LOG_LEVELS}, "log level", shared=True),
+    # parsers: every model's, instead of the one its name maps to ("passthrough": none)
+    RouterFlag("tool-call-parser", "tool_call_parser", {"choices": TOOL_PARSER_NAMES, "metavar": "NAME"},
+               f"tool-call parser: {', '.join(TOOL_PARSER_NAMES)}"),
+    RouterFlag("reasoning-parser", "reasoning_parser",
+               {"choices": REASONING_PARSER_NAMES, "metavar": "NAME"},
+               f"reasoning parser: {', '.join(REASONING_PARSER_NAMES)}"),
+    # tokenizer caches: on by default here (SMG: off); --no-… turns one off
+    RouterFlag("tokenizer-cache-enable-l0", "tokenizer_cache_enable_l0",
+               {"action": argparse.BooleanOptionalAction}, "whole-input tokenizer cache"),
+    RouterFlag("tokenizer-cache-l0-max-entries", "tokenizer_cache_l0_max_entries",
+               {"type": int, "metavar": "N"}, "inputs the L0 cache holds at most"),
+    RouterFlag("tokenizer-cache-l0-max-memory", "tokenizer_cache_l0_max_memory",
+               {"type": int, "metavar": "BYTES"}, "memory the L0 cache takes at most"),
+    RouterFlag("tokenizer-cache-enable-l1", "tokenizer_cache_enable_l1",
+               {"action": argparse.BooleanOptionalAction},
+               "tokenizer cache of the text between special tokens (a conversation's earlier turns)"),
+    RouterFlag("tokenizer-cache-l1-max-memory", "tokenizer_cache_l1_max_memory",
+               {"type": int, "metavar": "BYTES"}, "memory the L1 cache takes at most"),
+    # not an SMG flag: the gateway's own gRPC API (smg.gateway.v1.Tokenizer)
+    RouterFlag("grpc-port", "grpc_port", {"type": int, "metavar": "PORT"},
+               "serve the gateway's gRPC API (tokenize, detokenize, count, render) on this port"),
 )  # fmt: skip
 
 _DEFAULTS = {

@@ -13,9 +13,10 @@ and over 100x faster to parse than betterproto2 (``bench/codec.py``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # grpcio-health-checking's message classes, not grpclib's copy: both register grpc.health.v1 in
 # protobuf's global pool, and a process that also hosts a grpcio server (tests, refworker) must see one.
@@ -28,6 +29,7 @@ from smg_grpc_proto.generated import common_pb2 as common_pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as sglang_pb
 
 from dataplane.errors import UnsupportedParameter, WorkerError
+from dataplane.tokenizer_fetch import MAX_BUNDLE_BYTES, BundleError, TokenizerBundle
 from dataplane.types import (
     Chunk,
     Complete,
@@ -109,6 +111,13 @@ class WorkerClient(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ShipsTokenizer(Protocol):
+    """A worker connection that can fetch the worker's tokenizer (gRPC ``GetTokenizer``)."""
+
+    async def get_tokenizer(self, timeout: float) -> TokenizerBundle: ...
 
 
 class SglangClient:
@@ -204,8 +213,36 @@ class SglangClient:
         except (GRPCError, StreamTerminatedError, OSError) as exc:
             raise worker_error(exc, self.address) from exc
 
+    async def get_tokenizer(self, timeout: float) -> TokenizerBundle:
+        """The worker's tokenizer directory as the zip bundle it streams (not verified here)."""
+        data = bytearray()
+        sha256 = ""
+        try:
+            async with asyncio.timeout(timeout):
+                async for chunk in self._stub.get_tokenizer(metadata=self._auth):
+                    data += chunk.data
+                    sha256 = chunk.sha256  # set on the last chunk only
+                    if len(data) > MAX_BUNDLE_BYTES:
+                        raise BundleError(f"{self.address}: tokenizer bundle over {MAX_BUNDLE_BYTES} bytes")
+        except TimeoutError as exc:
+            raise WorkerError(
+                f"worker {self.address}: GetTokenizer took longer than {timeout:g} s", status=504
+            ) from exc
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+        return TokenizerBundle(bytes(data), sha256)
+
     def close(self) -> None:
         self._channel.close()
+
+
+# SamplingParams' `constraint` oneof, by constraint kind.
+_CONSTRAINT_FIELDS: Mapping[str, str] = {
+    "json_schema": "json_schema",
+    "regex": "regex",
+    "ebnf": "ebnf_grammar",
+    "structural_tag": "structural_tag",
+}
 
 
 def _encode(request: WireRequest) -> Any:
@@ -232,6 +269,8 @@ def _encode(request: WireRequest) -> Any:
     )
     if s.max_tokens is not None:
         params.max_new_tokens = s.max_tokens
+    if (constraint := request.constraint) is not None:
+        setattr(params, _CONSTRAINT_FIELDS[constraint.kind], constraint.value)
     return sglang_pb.GenerateRequest(
         request_id=request.request_id,
         tokenized=sglang_pb.TokenizedInput(original_text=request.original_text, input_ids=request.input_ids),

@@ -9,6 +9,7 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from dataplane.errors import ConfigError
+from parsers import REASONING_PARSER_NAMES, TOOL_PARSER_NAMES
 
 PolicyName = Literal[
     "random",
@@ -148,6 +149,17 @@ class GatewayConfig:
     routing_key_override: bool = False
     request_id_headers: tuple[str, ...] = ("x-request-id", "x-correlation-id", "x-trace-id", "request-id")
     log_level: Literal["debug", "info", "warn", "error"] = "info"
+    # Parsers for every model; None: each model's by its name (parsers' tables), "passthrough": none.
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
+    # The gateway's own gRPC API (smg.gateway.v1: tokenize, detokenize, ...); None: not served.
+    grpc_port: int | None = None
+    # SMG's --tokenizer-cache-* flags; both layers default to on here (dataplane/tokenizer_cache.py).
+    tokenizer_cache_enable_l0: bool = True
+    tokenizer_cache_l0_max_entries: int = 10_000
+    tokenizer_cache_l0_max_memory: int = 256 * 1024 * 1024
+    tokenizer_cache_enable_l1: bool = True
+    tokenizer_cache_l1_max_memory: int = 50 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.worker_urls:
@@ -156,6 +168,21 @@ class GatewayConfig:
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} out of range")
+        for kind, name, known in (
+            ("tool_call_parser", self.tool_call_parser, TOOL_PARSER_NAMES),
+            ("reasoning_parser", self.reasoning_parser, REASONING_PARSER_NAMES),
+        ):
+            if name is not None and name not in known:
+                raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port < 65536:
+            raise ConfigError(f"grpc_port {self.grpc_port} out of range")
+        for name in (
+            "tokenizer_cache_l0_max_entries",
+            "tokenizer_cache_l0_max_memory",
+            "tokenizer_cache_l1_max_memory",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
         for name in (
             "request_timeout_secs",
             "health_check_interval_secs",

@@ -11,17 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, assert_never
 
+from opentelemetry import metrics
+
+from dataplane import tokenizer_fetch
 from dataplane.circuit import BreakerConfig, CircuitBreaker
-from dataplane.client import SglangClient, WorkerClient
+from dataplane.client import SglangClient, ShipsTokenizer, WorkerClient
 from dataplane.config import GatewayConfig, WorkerSpec
 from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
 from dataplane.health import HealthPolicy, monitor_health
 from dataplane.monitors import KvFeed, maintain, poll_loads
+from dataplane.parsing import parser_names
 from dataplane.pipeline import execute, prepare, select_worker
 from dataplane.retry import RetryPolicy
 from dataplane.routing import Policy, RouteRequest, make_policy
 from dataplane.sticky import StickyKeys
 from dataplane.tokenizer import ModelTokenizer, load_tokenizer
+from dataplane.tokenizer_cache import CacheConfig
+from dataplane.tokenizer_metrics import observe_tokenizer_caches
 from dataplane.types import (
     Choice,
     Completion,
@@ -96,6 +102,7 @@ class Gateway:
         self._models: dict[str, Model] = {}
         self._aliases: dict[str, str] = {}
         self._tokenizers: dict[str, asyncio.Future[ModelTokenizer]] = {}
+        observe_tokenizer_caches(metrics.get_meter("smg.gateway"), self.tokenizers)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._worker_tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._health = HealthPolicy(
@@ -176,7 +183,9 @@ class Gateway:
         while _pending(worker):
             try:
                 info = await worker.client.model_info(timeout=self.config.health_check_timeout_secs)
-                model = await self._model_for(info, proxied=worker.url.mode == "http", configured=configured)
+                model = await self._model_for(
+                    info, worker, proxied=worker.url.mode == "http", configured=configured
+                )
             except Exception as exc:  # even a bug must not leave the worker unregistered for good
                 if isinstance(exc, GatewayError):
                     log.info("worker %s not registered yet: %s", worker.url.url, exc.message)
@@ -200,7 +209,7 @@ class Gateway:
                 feed = KvFeed(worker, self.policy.kv_events)
                 self._worker_tasks.setdefault(worker.id, []).append(self.spawn(feed.run()))
 
-    async def _model_for(self, info: WorkerInfo, *, proxied: bool, configured: bool) -> Model:
+    async def _model_for(self, info: WorkerInfo, worker: Worker, *, proxied: bool, configured: bool) -> Model:
         # The command line names its own workers' model; a worker added later names its own.
         model_id = (self.config.served_model_name if configured else None) or info.served_model_name
         model_id = model_id or info.model_path or (self.config.model_path if configured else None) or ""
@@ -210,38 +219,60 @@ class Gateway:
             if self._models[model_id].proxied != proxied:
                 raise ConfigError(f"model {model_id!r} is served by both gRPC and HTTP workers")
             return self._models[model_id]
-        tokenizer = None if proxied else await self._tokenizer(info, configured)
+        tokenizer = None if proxied else await self._tokenizer(info, configured, worker)
         model = self._models.setdefault(model_id, Model(model_id, tokenizer, int(time.time()), proxied))
         for alias in (self.config.model_path, info.model_path):
             if alias:
                 self._aliases.setdefault(alias, model_id)
         return model
 
-    async def _tokenizer(self, info: WorkerInfo, configured: bool) -> ModelTokenizer:
+    async def _tokenizer(self, info: WorkerInfo, configured: bool, worker: Worker) -> ModelTokenizer:
         source = self._tokenizer_source(info, configured)
-        if source not in self._tokenizers:
+        key = source or f"worker:{info.served_model_name or info.model_path}"
+        if key not in self._tokenizers:
             # Loading a large tokenizer.json takes a second of CPU: off the event loop, once per source
             # even when several workers register at the same time.
-            self._tokenizers[source] = asyncio.ensure_future(
-                asyncio.to_thread(load_tokenizer, source, self.config.chat_template)
-            )
+            load = self._load_tokenizer(source) if source else self._fetch_tokenizer(info, worker)
+            self._tokenizers[key] = asyncio.ensure_future(load)
         try:
-            return await asyncio.shield(self._tokenizers[source])
+            return await asyncio.shield(self._tokenizers[key])
         except GatewayError:
-            self._tokenizers.pop(source, None)  # let the next registration attempt try again
+            self._tokenizers.pop(key, None)  # let the next registration attempt try again
             raise
 
-    def _tokenizer_source(self, info: WorkerInfo, configured: bool) -> str:
+    def _tokenizer_source(self, info: WorkerInfo, configured: bool) -> str | None:
+        """A local directory with the model's tokenizer.json; ``None``: ask the worker for it."""
         ours: tuple[str | None, ...] = (
             (self.config.tokenizer_path, self.config.model_path) if configured else ()
         )
         for candidate in (*ours, info.tokenizer_path, info.model_path):
             if candidate and (Path(candidate) / "tokenizer.json").is_file():
                 return candidate
-        raise ConfigError(
-            f"no local tokenizer for model {info.served_model_name!r}: pass --model-path or --tokenizer-path "
-            "with a directory holding tokenizer.json"
+        return None
+
+    async def _load_tokenizer(self, directory: str) -> ModelTokenizer:
+        c = self.config
+        cache = CacheConfig(
+            enable_l0=c.tokenizer_cache_enable_l0,
+            l0_max_entries=c.tokenizer_cache_l0_max_entries,
+            l0_max_memory=c.tokenizer_cache_l0_max_memory,
+            enable_l1=c.tokenizer_cache_enable_l1,
+            l1_max_memory=c.tokenizer_cache_l1_max_memory,
         )
+        return await asyncio.to_thread(load_tokenizer, directory, c.chat_template, cache)
+
+    async def _fetch_tokenizer(self, info: WorkerInfo, worker: Worker) -> ModelTokenizer:
+        """No local tokenizer: the worker's own, over ``GetTokenizer`` (verified, unpacked to the cache)."""
+        if not isinstance(worker.client, ShipsTokenizer):
+            raise ConfigError(
+                f"no local tokenizer for model {info.served_model_name!r} and worker {worker.url.url} "
+                "cannot send its own: pass --model-path or --tokenizer-path with a directory holding "
+                "tokenizer.json"
+            )
+        bundle = await worker.client.get_tokenizer(timeout=max(60.0, self.config.health_check_timeout_secs))
+        directory = await asyncio.to_thread(tokenizer_fetch.install, bundle)
+        log.info("tokenizer of %s fetched from %s into %s", info.served_model_name, worker.url.url, directory)
+        return await self._load_tokenizer(str(directory))
 
     # --- queries ---------------------------------------------------------------------------------------
 
@@ -252,6 +283,10 @@ class Gateway:
     def models(self) -> list[Model]:
         """The models that have at least one worker."""
         return [m for m in self._models.values() if self.registry.serves(m.id)]
+
+    def tokenizers(self) -> list[ModelTokenizer]:
+        """Every loaded tokenizer (models of HTTP workers have none)."""
+        return [m.tokenizer for m in self._models.values() if m.tokenizer is not None]
 
     def model(self, name: str) -> Model:
         model = self._models.get(name) or self._models.get(self._aliases.get(name, ""))
@@ -278,7 +313,8 @@ class Gateway:
     def generate(self, request: GenerateRequest) -> AsyncGenerator[Event, None]:
         """Validate, tokenize and route eagerly (errors raise here), then stream the worker's events."""
         model = self.model(request.model)
-        prepared = prepare(request, self.tokenizer(model.id))
+        parsers = parser_names(model.id, self.config.tool_call_parser, self.config.reasoning_parser)
+        prepared = prepare(request, self.tokenizer(model.id), parsers)
         return execute(request, prepared, self.registry, self.policy, self.retry, model.id, self.spawn)
 
     async def collect(self, request: GenerateRequest) -> Completion:

@@ -1,6 +1,7 @@
 """From worker messages to events: a ``ChoiceState`` per choice index, a ``ResponseAssembler`` per request.
 
-Per choice: token ids → stop tokens → incremental text → stop strings → events. Streaming and
+Per choice: token ids → stop tokens → incremental text → stop strings → events, then (when the request
+asks for it) reasoning and tool-call parsing (``dataplane.parsing``). Streaming and
 non-streaming take the same path; only which ids a ``Complete`` carries differs (deltas were already seen
 when streaming; everything is in the ``Complete`` otherwise).
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from dataplane.detokenizer import TextStream
 from dataplane.errors import WorkerStreamError
+from dataplane.parsing import ParseSpec
 from dataplane.tokenizer import ModelTokenizer
 from dataplane.types import (
     Chunk,
@@ -43,6 +45,7 @@ class OutputSpec:
     prompt_ids: Sequence[int]
     logprobs: bool
     streaming: bool
+    parsing: ParseSpec | None = None  # None: the text is the content, as decoded
 
 
 class ChoiceState:
@@ -125,6 +128,7 @@ class ResponseAssembler:
 
     def __init__(self, spec: OutputSpec, n: int) -> None:
         self._choices = [ChoiceState(i, spec) for i in range(n)]
+        self._parsers = None if spec.parsing is None else [spec.parsing.choice(i) for i in range(n)]
         self._prompt_tokens = len(spec.prompt_ids)
         self._cached_tokens = 0
         self._reasoning_tokens = 0
@@ -134,12 +138,16 @@ class ResponseAssembler:
         choice = self._choice(message.index)
         if isinstance(message, Chunk):
             self._cached_tokens = max(self._cached_tokens, message.cached_tokens)
-            return choice.on_tokens(message.token_ids, message.logprobs)
-        self._prompt_tokens = message.prompt_tokens or self._prompt_tokens
-        self._cached_tokens = max(self._cached_tokens, message.cached_tokens)
-        self._reasoning_tokens += message.reasoning_tokens
-        self._reported_completion[message.index] = message.completion_tokens
-        return choice.on_complete(message)
+            events = choice.on_tokens(message.token_ids, message.logprobs)
+        else:
+            self._prompt_tokens = message.prompt_tokens or self._prompt_tokens
+            self._cached_tokens = max(self._cached_tokens, message.cached_tokens)
+            self._reasoning_tokens += message.reasoning_tokens
+            self._reported_completion[message.index] = message.completion_tokens
+            events = choice.on_complete(message)
+        if self._parsers is None or not events:
+            return events
+        return self._parsers[message.index].process(events)
 
     @property
     def cut_short(self) -> bool:

@@ -16,10 +16,11 @@ from typing import Any
 
 from dataplane.errors import InvalidRequest, NoHealthyWorker, WorkerError
 from dataplane.output import OutputSpec, ResponseAssembler
+from dataplane.parsing import ParserNames, plan
 from dataplane.retry import RetryPolicy
 from dataplane.routing import Policy, RouteRequest
 from dataplane.tokenizer import ModelTokenizer
-from dataplane.types import Event, GenerateRequest, Started, WireRequest
+from dataplane.types import Constraint, Event, GenerateRequest, Started, WireRequest
 from dataplane.workers import Worker, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,12 @@ class Prepared:
     input_ids: list[int]
     wire_stop_token_ids: tuple[int, ...]
     output: OutputSpec
+    constraint: Constraint | None = None
 
 
-def prepare(request: GenerateRequest, tok: ModelTokenizer) -> Prepared:
-    """Render the chat template (or take the prompt), tokenize, and work out stop handling."""
+def prepare(request: GenerateRequest, tok: ModelTokenizer, parsers: ParserNames | None = None) -> Prepared:
+    """Render the chat template (or take the prompt), tokenize, work out stop handling, parsing and the
+    constraint (``parsers``: the model's; none when not given)."""
     s = request.sampling
     if request.messages is not None:
         kwargs = dict(request.chat_template_kwargs)
@@ -69,17 +72,20 @@ def prepare(request: GenerateRequest, tok: ModelTokenizer) -> Prepared:
     single_token_stops = [ids_[0] for stop in s.stop if len(ids_ := tok.encode(stop)) == 1]
     wire_stops = tuple(dict.fromkeys((*s.stop_token_ids, *single_token_stops)))
     local_stop_ids = frozenset(s.stop_token_ids) | (frozenset() if s.ignore_eos else tok.eos_token_ids)
+    parsing, constraint = plan(request, text, parsers or ParserNames())
     spec = OutputSpec(
         tokenizer=tok,
         stop_token_ids=local_stop_ids,
         stops=s.stop,
         include_stop=s.no_stop_trim,
-        skip_special_tokens=s.skip_special_tokens,
+        # A tool-call parser may need markers that are special tokens (SMG: not under a tool schema).
+        skip_special_tokens=s.skip_special_tokens and (parsing is None or parsing.tool_mode != "parser"),
         prompt_ids=ids,
         logprobs=s.logprobs,
         streaming=request.stream,
+        parsing=parsing,
     )
-    return Prepared(text=text, input_ids=ids, wire_stop_token_ids=wire_stops, output=spec)
+    return Prepared(text, ids, wire_stops, spec, constraint)
 
 
 def _check_ids(ids: Sequence[int], vocab_size: int) -> None:
@@ -118,6 +124,7 @@ def build_wire_request(request: GenerateRequest, prepared: Prepared, attempt: in
         stream=request.stream,
         require_reasoning=bool(thinking),
         metadata=request.trace_carrier,
+        constraint=prepared.constraint,
     )
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
-import re
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,14 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from dataplane.errors import ConfigError, InvalidRequest
+from dataplane.tokenizer_cache import (
+    DEFAULT_CACHE,
+    OFFLOAD_CHARS,
+    OFFLOAD_IDS,
+    CacheConfig,
+    CachedEncoder,
+    executor,
+)
 
 _SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 
@@ -39,59 +46,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-class PieceCache:
-    """Tokenize text as the tokenizer itself does, piece by piece, remembering recent pieces.
-
-    ``tokenizers`` first splits the input on its added tokens (``<|im_start|>``, ``<think>``, …) and then
-    tokenizes each piece between them on its own; so ``encode(text)`` equals the concatenation of the
-    pieces' encodings. Chat prompts repeat most of their pieces (system prompt, tool list, earlier turns),
-    and a piece seen before costs a dict lookup instead of a BPE pass. Bounded by entries and characters.
-    Only built when that split is exact: every added token un-normalized, with no strip/single-word rule.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, *, max_entries: int = 8192, max_chars: int = 8_000_000) -> None:
-        added = tokenizer.get_added_tokens_decoder()
-        self._tokenizer = tokenizer
-        self._ids = {t.content: i for i, t in added.items()}
-        alternatives = "|".join(re.escape(t) for t in sorted(self._ids, key=len, reverse=True))
-        self._split = re.compile(f"({alternatives})") if alternatives else None
-        self._pieces: OrderedDict[str, tuple[int, ...]] = OrderedDict()
-        self._chars = 0
-        self._max_entries = max_entries
-        self._max_chars = max_chars
-
-    @staticmethod
-    def exact_for(tokenizer: Tokenizer) -> bool:
-        return all(
-            not (t.normalized or t.lstrip or t.rstrip or t.single_word)
-            for t in tokenizer.get_added_tokens_decoder().values()
-        )
-
-    def encode(self, text: str) -> list[int]:
-        parts = self._split.split(text) if self._split is not None else [text]
-        ids: list[int] = []
-        for i, part in enumerate(parts):
-            if i % 2:  # the split's capture group: an added token
-                ids.append(self._ids[part])
-            elif part:
-                ids.extend(self._piece(part))
-        return ids
-
-    def _piece(self, piece: str) -> tuple[int, ...]:
-        cached = self._pieces.get(piece)
-        if cached is not None:
-            self._pieces.move_to_end(piece)
-            return cached
-        ids = tuple(self._tokenizer.encode(piece, add_special_tokens=False).ids)
-        if len(piece) <= self._max_chars // 4:
-            self._pieces[piece] = ids
-            self._chars += len(piece)
-            while len(self._pieces) > self._max_entries or self._chars > self._max_chars:
-                evicted, _ = self._pieces.popitem(last=False)
-                self._chars -= len(evicted)
-        return ids
-
-
 @dataclass(frozen=True, slots=True)
 class ModelTokenizer:
     """A model's tokenizer, chat template, special tokens and EOS ids."""
@@ -102,22 +56,34 @@ class ModelTokenizer:
     eos_token_ids: frozenset[int]
     max_context_length: int | None
     source: str
+    encoder: CachedEncoder
     byte_decoder: Mapping[str, int] | None = None  # byte-level BPE: vocabulary character -> byte
-    pieces: PieceCache | None = None
+    id_limit: int = 0  # one past the largest token id
+    unused_ids: frozenset[int] = frozenset()  # ids below id_limit that no token has
 
     @classmethod
-    def from_dir(cls, directory: str | Path, *, chat_template: str | Path | None = None) -> ModelTokenizer:
+    def from_dir(
+        cls,
+        directory: str | Path,
+        *,
+        chat_template: str | Path | None = None,
+        cache: CacheConfig = DEFAULT_CACHE,
+    ) -> ModelTokenizer:
         """Load ``tokenizer.json``, ``tokenizer_config.json`` and optional ``generation_config.json``."""
         root = Path(directory)
         if not (root / "tokenizer.json").is_file():
             raise ConfigError(f"no tokenizer.json in {root} (a local model or tokenizer directory is needed)")
         tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        # As transformers does per call: a prompt is never silently truncated, and never padded.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
         config = _read_json(root / "tokenizer_config.json")
         generation = _read_json(root / "generation_config.json")
         template = _load_template(root, config, chat_template)
         specials = {k: t for k in _SPECIAL_TOKEN_KEYS if (t := _token_text(config.get(k))) is not None}
         eos = _eos_ids(tokenizer, generation, specials.get("eos_token"))
         max_len = config.get("model_max_length")
+        ids = frozenset(tokenizer.get_vocab(with_added_tokens=True).values())
         return cls(
             tokenizer=tokenizer,
             chat_template=template,
@@ -125,18 +91,42 @@ class ModelTokenizer:
             eos_token_ids=eos,
             max_context_length=max_len if isinstance(max_len, int) and max_len < 10**9 else None,
             source=str(root),
+            encoder=CachedEncoder(tokenizer, cache),
             byte_decoder=_byte_decoder(tokenizer),
-            pieces=PieceCache(tokenizer) if PieceCache.exact_for(tokenizer) else None,
+            id_limit=max(ids) + 1,
+            unused_ids=frozenset(range(max(ids) + 1)) - ids,
         )
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` without added special tokens (the template already placed them)."""
-        if self.pieces is not None:
-            return self.pieces.encode(text)
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text``; without added special tokens by default (a template placed them)."""
+        return self.encoder.encode(text, add_special_tokens)
+
+    async def encode_async(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        """``encode``, with long uncached text tokenized off the event loop."""
+        return await self.encoder.encode_async(text, add_special_tokens)
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    async def decode_async(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """``decode`` of ids checked against the vocabulary, long sequences off the event loop."""
+        self.check_ids(ids, param="tokens")
+        if len(ids) <= OFFLOAD_IDS:
+            return self.decode(ids, skip_special_tokens=skip_special_tokens)
+        batch = self.tokenizer.decode_batch  # releases the GIL, unlike decode
+        texts = await asyncio.get_running_loop().run_in_executor(
+            executor(), functools.partial(batch, [list(ids)], skip_special_tokens=skip_special_tokens)
+        )
+        return str(texts[0])
+
+    def check_ids(self, ids: Sequence[int], *, param: str) -> None:
+        """Raise ``InvalidRequest`` for an id the vocabulary does not have."""
+        limit, unused = self.id_limit, self.unused_ids
+        if ids and (min(ids) < 0 or max(ids) >= limit or not unused.isdisjoint(ids)):
+            bad = next(i for i in ids if not 0 <= i < limit or i in unused)
+            raise InvalidRequest(
+                f"token id {bad} is not in the vocabulary of this model (ids 0..{limit - 1})", param=param
+            )
 
     def token_bytes(self, token_id: int) -> bytes:
         """The exact bytes one token stands for, even when it holds only part of a UTF-8 character."""
@@ -179,11 +169,38 @@ class ModelTokenizer:
             raise InvalidRequest(f"chat template error: {exc}", param="messages") from exc
         return str(rendered[0])
 
+    async def render_chat_async(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> str:
+        """``render_chat``; a long conversation is rendered on a worker thread (Jinja holds the GIL, but
+        the event loop then gets it back at every switch interval instead of waiting for the end)."""
+        render = functools.partial(
+            self.render_chat,
+            messages,
+            tools=tools,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            template_kwargs=template_kwargs,
+        )
+        size = sum(len(str(m.get("content") or "")) for m in messages)
+        if size <= OFFLOAD_CHARS:
+            return render()
+        return await asyncio.get_running_loop().run_in_executor(executor(), render)
+
 
 @functools.lru_cache(maxsize=16)
-def load_tokenizer(directory: str, chat_template: str | None = None) -> ModelTokenizer:
-    """``ModelTokenizer.from_dir``, once per directory and template (the result is immutable)."""
-    return ModelTokenizer.from_dir(directory, chat_template=chat_template)
+def load_tokenizer(
+    directory: str, chat_template: str | None = None, cache: CacheConfig = DEFAULT_CACHE
+) -> ModelTokenizer:
+    """``ModelTokenizer.from_dir``, once per directory, template and cache configuration (the result is
+    immutable; its caches are shared by whoever loads the same)."""
+    return ModelTokenizer.from_dir(directory, chat_template=chat_template, cache=cache)
 
 
 def _load_template(root: Path, config: Mapping[str, Any], override: str | Path | None) -> str | None:

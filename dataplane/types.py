@@ -8,6 +8,8 @@ from typing import Any, Literal, TypeAlias
 
 FinishReason = Literal["stop", "length", "abort", "tool_calls"]
 JsonObject: TypeAlias = Mapping[str, Any]
+ToolChoiceMode = Literal["auto", "none", "required", "function"]
+ConstraintKind = Literal["json_schema", "regex", "ebnf", "structural_tag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,23 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """Whether the model may (``auto``), may not (``none``) or must (``required``) call a tool;
+    ``function``: it must call the one named."""
+
+    mode: ToolChoiceMode = "auto"
+    function: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """A structured-output constraint the worker enforces while sampling (one per request at most)."""
+
+    kind: ConstraintKind
+    value: str  # a JSON schema's text, a regex, an EBNF grammar or a structural tag's JSON
+
+
+@dataclass(frozen=True, slots=True)
 class GenerateRequest:
     """One generation request, whichever API it came from.
 
@@ -49,7 +68,11 @@ class GenerateRequest:
     messages: tuple[JsonObject, ...] | None = None
     prompt: str | None = None
     prompt_ids: tuple[int, ...] | None = None
-    tools: tuple[JsonObject, ...] = ()
+    tools: tuple[JsonObject, ...] = ()  # as the chat template gets them
+    tool_choice: ToolChoice = ToolChoice()
+    parallel_tool_calls: bool = True
+    constraint: Constraint | None = None  # the client's (response_format, regex, ebnf); tools add theirs
+    separate_reasoning: bool = True  # reasoning_content apart from content, when the model has a parser
     chat_template_kwargs: JsonObject = field(default_factory=dict)
     add_generation_prompt: bool = True
     continue_final_message: bool = False
@@ -179,6 +202,7 @@ class WireRequest:
     stream: bool
     require_reasoning: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--mode", choices=MODES, default="grpc")
     add("--model-path", type=Path, default=None, help="tokenizer.json (+ configs); default: embedded Qwen3")
     add("--served-model-name", default="Qwen/Qwen3-0.6B")
+    add("--reported-model-path", default=None, help="model_path GetModelInfo reports (default: --model-path)")
     add("--script", choices=SCRIPT_NAMES, default="fixed")
     add("--filler-tokens", type=int, default=256)
     add("--tokens-per-chunk", type=int, default=1)
@@ -56,6 +57,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         mode=args.mode,
         model_path=args.model_path,
         served_model_name=args.served_model_name,
+        reported_model_path=args.reported_model_path,
         script=args.script,
         filler_tokens=args.filler_tokens,
         tokens_per_chunk=args.tokens_per_chunk,

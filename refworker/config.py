@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Literal
 
 Mode = Literal["grpc", "http"]
-ScriptName = Literal["echo", "fixed", "tool", "think", "filler"]
-SCRIPT_NAMES: tuple[ScriptName, ...] = ("echo", "fixed", "tool", "think", "filler")
+ScriptName = Literal["echo", "fixed", "tool", "think", "think_tool", "filler"]
+SCRIPT_NAMES: tuple[ScriptName, ...] = ("echo", "fixed", "tool", "think", "think_tool", "filler")
 MODES: tuple[Mode, ...] = ("grpc", "http")
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 
@@ -38,6 +38,9 @@ class WorkerConfig:
     mode: Mode = "grpc"
     model_path: Path | None = None
     served_model_name: str = "Qwen/Qwen3-0.6B"
+    # What GetModelInfo reports as model_path and tokenizer_path (default: the model directory). An engine
+    # started from a hub id reports that id, which the gateway cannot load: it then calls GetTokenizer.
+    reported_model_path: str | None = None
     script: ScriptName = "fixed"
     filler_tokens: int = 256
     tokens_per_chunk: int = 1

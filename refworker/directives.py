@@ -4,7 +4,8 @@ End-to-end tests talk to a worker only through a gateway, so the prompt is the o
 The worker decodes the prompt's ids and the last ``[ref ...]`` wins (the latest user turn overrides older
 ones). Keys:
 
-    script=echo|fixed|tool|think|filler   tokens=N (filler length)   tool=NAME (tool script's function)
+    script=echo|fixed|tool|think|think_tool|filler   tokens=N (filler length)
+    tool=NAME[,NAME...] (the tool script's functions: one call each, in parallel)
     chunk=K|random   ttft_ms=F   itl_ms=F (per token)   seed=N (random chunk sizes)
     fail=STATUS (gRPC status name; the RPC fails before any message)   fail_after=N (INTERNAL after N)
     stall=1 (send the first chunk, then wait for Abort or cancellation)
@@ -94,8 +95,8 @@ def _parse_value(key: str, value: str) -> dict[str, object]:
             raise DirectiveError(f"directive script={value!r}: expected one of {', '.join(SCRIPT_NAMES)}")
         return {"script": value}
     if key == "tool":
-        if not _TOOL_NAME.fullmatch(value):
-            raise DirectiveError(f"directive tool={value!r}: not a tool name")
+        if not all(_TOOL_NAME.fullmatch(name) for name in value.split(",")):
+            raise DirectiveError(f"directive tool={value!r}: not a tool name (or comma-separated names)")
         return {"tool": value}
     if key == "chunk":
         if value == "random":

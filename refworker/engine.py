@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from refworker.config import WorkerConfig
+from refworker.constraints import Constrainer, ConstraintError
 from refworker.directives import NO_DIRECTIVES, DirectiveError, Directives, parse_directives
 from refworker.kv_cache import KvCache
 from refworker.kv_events import KvEventLog
@@ -25,6 +27,7 @@ DEFAULT_CACHE_BLOCKS = 200_000
 # chunk=random with --tokens-per-chunk 1 would be all ones; random sizes then go up to this.
 DEFAULT_RANDOM_CHUNK = 8
 MAX_N = 1024
+CONSTRAINT_CACHE = 256  # constrained outputs kept, by constraint
 
 
 class RequestRejected(Exception):
@@ -48,6 +51,8 @@ class GenerationRequest:
     ignore_eos: bool = False
     n: int = 1
     stream: bool = True
+    # What a constraint allows (``constrained_ids``); None: the script's output.
+    output_ids: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,8 @@ class Engine:
             else None
         )
         self.record = Record()
+        self.constrainer = Constrainer(model.tokenizer)
+        self._constrained: OrderedDict[tuple[str, str], asyncio.Future[list[int]]] = OrderedDict()
         self.live: dict[str, Live] = {}
         self.started_at = time.time()
         self.total_requests = 0
@@ -179,12 +186,14 @@ class Engine:
         max_new = config.default_max_new_tokens if request.max_new_tokens is None else request.max_new_tokens
         self._check_context(len(request.prompt_ids), max_new)
         filler_tokens = config.filler_tokens if directives.tokens is None else directives.tokens
-        script_ids = self.scripts.ids(
-            directives.script or config.script,
-            request.prompt_ids,
-            directives.tool or DEFAULT_TOOL,
-            min(filler_tokens, max_new),  # more could never be sent; a huge `tokens=` costs nothing
-        )
+        script_ids = request.output_ids
+        if script_ids is None:
+            script_ids = self.scripts.ids(
+                directives.script or config.script,
+                request.prompt_ids,
+                directives.tool or DEFAULT_TOOL,
+                min(filler_tokens, max_new),  # more could never be sent; a huge `tokens=` costs nothing
+            )
         ids, finish, matched = generate_ids(
             script_ids,
             eos_ids=self.eos_token_ids,
@@ -218,6 +227,24 @@ class Engine:
             fail_after=directives.fail_after,
             stall=directives.stall,
         )
+
+    async def constrained_ids(self, kind: str, value: str) -> list[int]:
+        """The output a constraint allows (``refworker.constraints``): computed off the event loop once
+        per constraint (building an index can take seconds), then cached; ``RequestRejected`` when the
+        constraint cannot be served."""
+        key = (kind, value)
+        future = self._constrained.get(key)
+        if future is None:
+            work = asyncio.to_thread(self.constrainer.output_ids, kind, value)
+            future = self._constrained[key] = asyncio.ensure_future(work)
+            while len(self._constrained) > CONSTRAINT_CACHE:
+                self._constrained.popitem(last=False)
+        else:
+            self._constrained.move_to_end(key)
+        try:
+            return await asyncio.shield(future)
+        except ConstraintError as exc:
+            raise RequestRejected(exc.status, exc.message) from None
 
     def _check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
         # SGLang's checks (tokenizer_manager._validate_one_request); they also bound our memory.

@@ -12,6 +12,7 @@ from smg_grpc_proto.generated import common_pb2 as common
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
+from refworker import tokenizer_bundle
 from refworker.engine import Engine, GenerationRequest, Live, Plan, RequestRejected
 from refworker.grpc_loads import VERSION, batch_message, engine_load, loads_response
 from refworker.grpc_messages import ResponseBuilder
@@ -27,6 +28,7 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.shutting_down = False
+        self._bundle: asyncio.Future[tokenizer_bundle.Bundle] | None = None  # built on first request
 
     async def Generate(self, request: Any, context: Context) -> None:
         engine = self._engine
@@ -39,6 +41,9 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
                 grpc.StatusCode.INVALID_ARGUMENT, "sampling_params.stop (string stops) is not supported"
             )
         try:
+            output_ids = None
+            if (constraint := params.WhichOneof("constraint")) is not None:
+                output_ids = await engine.constrained_ids(constraint, getattr(params, constraint))
             plan = engine.plan(
                 GenerationRequest(
                     request_id=rid,
@@ -49,6 +54,7 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
                     ignore_eos=params.ignore_eos,
                     n=params.n,
                     stream=request.stream,
+                    output_ids=output_ids,
                 )
             )
         except RequestRejected as exc:
@@ -78,9 +84,10 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
     async def GetModelInfo(self, request: Any, context: Context) -> Any:
         engine = self._engine
         model = engine.model
+        reported = engine.config.reported_model_path or str(model.path)
         info = pb.GetModelInfoResponse(
-            model_path=str(model.path),
-            tokenizer_path=str(model.path),
+            model_path=reported,
+            tokenizer_path=reported,
             is_generation=True,
             weight_version="default",
             served_model_name=engine.config.served_model_name,
@@ -146,6 +153,17 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
                 )
             await asyncio.sleep(FLUSH_POLL_S)
         return common.FlushCacheResponse(success=True, message="flushed")
+
+    async def GetTokenizer(self, request: Any, context: Context) -> None:
+        if self._bundle is None:  # zipping takes a while: off the loop, once
+            build = asyncio.to_thread(tokenizer_bundle.build, self._engine.model.path)
+            self._bundle = asyncio.ensure_future(build)
+        try:
+            bundle = await asyncio.shield(self._bundle)
+        except FileNotFoundError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        for data, sha256 in bundle.chunks():
+            await context.write(common.GetTokenizerChunk(data=data, sha256=sha256))
 
     async def SubscribeKvEvents(self, request: Any, context: Context) -> None:
         engine = self._engine

@@ -9,6 +9,7 @@ from refworker.config import ScriptName
 # Multi-byte characters on purpose: real BPE splits some of them across tokens (the robot emoji is three).
 FIXED_TEXT = "Hello! 你好，世界。I am a reference worker 🤖🚀 — ünïcödé ok."
 THINK_TEXT = "<think>\nThe user wants a greeting. 先想一想。\n</think>\n\nHello! 你好 👋"
+THINK_TOOL_TEXT = "<think>\nThe user wants the weather: call the tool.\n</think>\n\nLet me check.\n"
 DEFAULT_TOOL = "get_weather"
 # A leading space keeps every cycle tokenized the same, so N filler ids decode to N/10 whole sentences.
 FILLER_TEXT = " The quick brown fox jumps over the lazy dog."
@@ -28,7 +29,9 @@ def script_text(name: ScriptName, tool: str = DEFAULT_TOOL, filler_tokens: int =
     if name == "think":
         return THINK_TEXT
     if name == "tool":
-        return tool_text(tool)
+        return "\n".join(tool_text(function) for function in tool.split(","))
+    if name == "think_tool":
+        return THINK_TOOL_TEXT + script_text("tool", tool)
     if name == "filler":
         raise ValueError("filler text depends on the tokenizer; decode ScriptBook.filler(n)")
     raise ValueError(f"script {name!r} has no text of its own")
@@ -49,7 +52,7 @@ class ScriptBook:
             return prompt_ids
         if name == "filler":
             return self.filler(filler_tokens)
-        key = (name, tool if name == "tool" else "")
+        key = (name, tool if name in ("tool", "think_tool") else "")
         ids = self._cache.get(key)
         if ids is None:
             if len(self._cache) > 1024:  # tool names come from requests: keep the cache bounded

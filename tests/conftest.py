@@ -1,4 +1,5 @@
-"""Shared fixtures: the embedded model directory and its tokenizer (loaded once per session)."""
+"""Shared fixtures: the embedded model directory and its tokenizer, and a Llama 3 one (loaded once per
+session)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from dataplane.embedded import embedded_model_dir
 from dataplane.tokenizer import ModelTokenizer
+from tests.fakes.models import llama3_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +20,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def qwen(model_dir: Path) -> ModelTokenizer:
     return ModelTokenizer.from_dir(model_dir)
+
+
+@pytest.fixture(scope="session")
+def llama3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return llama3_model_dir(tmp_path_factory.mktemp("llama3"))
+
+
+@pytest.fixture(scope="session")
+def llama3(llama3_dir: Path) -> ModelTokenizer:
+    return ModelTokenizer.from_dir(llama3_dir)

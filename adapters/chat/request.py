@@ -1,4 +1,5 @@
-"""OpenAI Chat Completions JSON → ``GenerateRequest``."""
+"""OpenAI Chat Completions JSON → ``GenerateRequest``: messages, sampling, tools and ``tool_choice``,
+structured output (``response_format``, SGLang's ``regex``/``ebnf``), reasoning options."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters import params
+from dataplane import constraints
 from dataplane.errors import InvalidRequest, UnsupportedParameter
-from dataplane.types import GenerateRequest
+from dataplane.types import Constraint, GenerateRequest, ToolChoice
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 ALLOWED = params.SAMPLING_KEYS | {
@@ -24,6 +26,10 @@ ALLOWED = params.SAMPLING_KEYS | {
     "response_format",
     "continue_final_message",
     "add_generation_prompt",
+    "separate_reasoning",
+    "stream_reasoning",
+    "regex",
+    "ebnf",
 }
 UNSUPPORTED = {
     "audio": "audio output is not supported",
@@ -55,8 +61,13 @@ def parse_chat(
     target_worker: str | None = None,
 ) -> ChatRequest:
     params.reject_unknown(body, ALLOWED, UNSUPPORTED)
-    _check_response_format(body)
-    tools = _tools(body)
+    tools, tool_choice = _tools(body)
+    constraint = _constraint(body)
+    if params.get(body, "stream_reasoning", bool, True) is False:
+        raise UnsupportedParameter(
+            "'stream_reasoning' false is not supported: reasoning is streamed as it arrives",
+            param="stream_reasoning",
+        )
     logprobs = params.get(body, "logprobs", bool, False)
     top_logprobs = params.integer(body, "top_logprobs", 0, 20) or 0
     if top_logprobs and not logprobs:
@@ -71,6 +82,10 @@ def parse_chat(
         sampling=params.sampling(body, max_tokens=max_tokens, logprobs=logprobs, top_logprobs=top_logprobs),
         messages=_messages(body),
         tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=params.get(body, "parallel_tool_calls", bool, True),
+        constraint=constraint,
+        separate_reasoning=params.get(body, "separate_reasoning", bool, True),
         chat_template_kwargs=kwargs,
         add_generation_prompt=params.get(body, "add_generation_prompt", bool, True),
         continue_final_message=params.get(body, "continue_final_message", bool, False),
@@ -129,29 +144,109 @@ def _text_content(content: object, where: str) -> str:
     return "".join(texts)
 
 
-def _tools(body: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], ToolChoice]:
+    """The tools the template gets, and the parsed ``tool_choice`` (SMG's rules: a choice other than
+    ``none`` needs tools; a named function must be one of them and is the only one rendered)."""
     tools = params.get(body, "tools", list, [])
-    for i, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+    names = [_tool_name(tool, i) for i, tool in enumerate(tools)]
+    choice = _tool_choice(body.get("tool_choice"))
+    if body.get("tool_choice") not in (None, "none") and not tools:
+        raise InvalidRequest("'tool_choice' is only allowed when 'tools' are specified", param="tool_choice")
+    if choice.mode == "none":
+        return (), choice
+    if choice.mode == "function":
+        if choice.function not in names:
             raise InvalidRequest(
-                f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}", param="tools"
+                f"Invalid value for 'tool_choice': function {choice.function!r} not found in 'tools'",
+                param="tool_choice",
             )
-        if not isinstance(function.get("name"), str) or not function["name"]:
-            raise InvalidRequest(f"tools[{i}].function.name is required", param="tools")
-    choice = body.get("tool_choice")
-    if choice not in (None, "auto", "none"):
-        raise UnsupportedParameter(
-            "tool_choice 'required' or a named function is not supported yet (only 'auto' and 'none')",
-            param="tool_choice",
+        return tuple(t for t, name in zip(tools, names, strict=True) if name == choice.function), choice
+    return tuple(tools), choice
+
+
+def _tool_name(tool: object, i: int) -> str:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+        raise InvalidRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}", param="tools")
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"tools[{i}].function.name is required", param="tools")
+    if not isinstance(function.get("parameters", {}), dict | None):
+        raise InvalidRequest(f"tools[{i}].function.parameters must be a JSON schema object", param="tools")
+    return name
+
+
+def _tool_choice(value: object) -> ToolChoice:
+    if value is None or value == "auto":
+        return ToolChoice("auto")
+    if value in ("none", "required"):
+        return ToolChoice(value)
+    if isinstance(value, dict) and value.get("type") == "function":
+        function = value.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            return ToolChoice("function", name)
+    if isinstance(value, dict) and value.get("type") == "allowed_tools":
+        raise UnsupportedParameter("tool_choice 'allowed_tools' is not supported", param="tool_choice")
+    raise InvalidRequest(
+        "'tool_choice' must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
+        param="tool_choice",
+    )
+
+
+def _constraint(body: Mapping[str, Any]) -> Constraint | None:
+    """The client's structured-output constraint: ``response_format`` or SGLang's ``regex``/``ebnf``;
+    at most one of them (SMG)."""
+    found = [c for c in (_response_format(body), *sglang_constraints(body)) if c is not None]
+    if len(found) > 1:
+        raise InvalidRequest(
+            "only one structured output constraint (response_format json_object/json_schema, regex or "
+            "ebnf) can be active at a time",
+            param="response_format" if _response_format(body) is not None else "regex",
         )
-    return () if choice == "none" else tuple(tools)
+    return found[0] if found else None
 
 
-def _check_response_format(body: Mapping[str, Any]) -> None:
+def sglang_constraints(
+    body: Mapping[str, Any], keys: tuple[str, ...] = ("regex", "ebnf")
+) -> list[Constraint]:
+    """SGLang's extension fields ``regex``, ``ebnf`` and (completions) ``json_schema``, each validated."""
+    out = []
+    for key in keys:
+        value = params.get(body, key, str, None)  # None: absent
+        if value is None:
+            continue
+        if key == "regex":
+            out.append(constraints.regex(value, param=key))
+        elif key == "ebnf":
+            out.append(constraints.ebnf(value, param=key))
+        else:
+            out.append(constraints.json_schema_text(value, param=key))
+    return out
+
+
+def _response_format(body: Mapping[str, Any]) -> Constraint | None:
     fmt = params.get(body, "response_format", dict, {"type": "text"})
-    if fmt.get("type") != "text":
-        raise UnsupportedParameter(
-            f"response_format type {fmt.get('type')!r} is not supported yet (only 'text')",
-            param="response_format",
-        )
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return constraints.json_schema(dict(constraints.JSON_OBJECT_SCHEMA), param="response_format")
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict):
+            raise InvalidRequest(
+                "response_format json_schema needs 'json_schema': {'name': ..., 'schema': {...}}",
+                param="response_format",
+            )
+        if not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise InvalidRequest(
+                "response_format: the JSON schema's 'name' is required", param="response_format"
+            )
+        if not isinstance(spec.get("strict", False), bool | None):
+            raise InvalidRequest("response_format: 'strict' must be a boolean", param="response_format")
+        return constraints.json_schema(spec.get("schema"), param="response_format")
+    raise InvalidRequest(
+        f"response_format type {kind!r} is not one of 'text', 'json_object', 'json_schema'",
+        param="response_format",
+    )

@@ -20,7 +20,9 @@ from dataplane.types import (
 def chat_completion(done: Completion) -> dict[str, Any]:
     choices = []
     for c in done.choices:
-        message: dict[str, Any] = {"role": "assistant", "content": c.text}
+        # OpenAI: a message that only calls tools has null content.
+        content = None if c.tool_calls and not c.text else c.text
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if c.reasoning:
             message["reasoning_content"] = c.reasoning
         if c.tool_calls:

@@ -7,10 +7,11 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
 
 from adapters import params
+from adapters.chat.request import sglang_constraints
 from dataplane.errors import InvalidRequest
-from dataplane.types import GenerateRequest
+from dataplane.types import Constraint, GenerateRequest
 
-ALLOWED = params.SAMPLING_KEYS | {"prompt", "max_tokens", "logprobs", "echo"}
+ALLOWED = params.SAMPLING_KEYS | {"prompt", "max_tokens", "logprobs", "echo", "regex", "ebnf", "json_schema"}
 UNSUPPORTED = {
     "suffix": "suffix (fill-in-the-middle) is not supported",
     "best_of": "best_of is not supported",
@@ -48,6 +49,7 @@ def parse_completion(
             top_logprobs=top or 0,
         ),
         stream=params.get(body, "stream", bool, False),
+        constraint=_constraint(body),
         trace_carrier=trace,
         routing_key=routing_key,
         target_worker=target_worker,
@@ -95,3 +97,14 @@ def _prompts(prompt: object) -> list[str | list[int]]:
         f"'prompt' must be a string, a list of token ids, or a list (at most {MAX_BATCH}) of either",
         param="prompt",
     )
+
+
+def _constraint(body: Mapping[str, Any]) -> Constraint | None:
+    """SGLang's ``regex``, ``ebnf`` or ``json_schema`` (the schema's JSON text): one at most (SMG)."""
+    found = sglang_constraints(body, ("regex", "ebnf", "json_schema"))
+    if len(found) > 1:
+        raise InvalidRequest(
+            "only one structured output constraint (regex, ebnf, or json_schema) can be active at a time",
+            param="regex",
+        )
+    return found[0] if found else None

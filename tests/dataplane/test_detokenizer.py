@@ -155,8 +155,11 @@ def test_stream_equals_full_decode(
     for chunk in chunks:
         parts.append(det.push(chunk))
         fed += len(chunk)
-        # Prompt: everything is sent except a trailing run that may still be an incomplete character.
-        assert "".join(parts) == tok.decode(ids[:fed], skip_special_tokens=skip).rstrip(REPLACEMENT)
+        # Prompt: everything is sent except a trailing run that may still be an incomplete character. A
+        # trailing U+FFFD that can never complete (continuation bytes right after an added token) may go
+        # out early; nothing else may.
+        so_far, sent = tok.decode(ids[:fed], skip_special_tokens=skip), "".join(parts)
+        assert so_far.startswith(sent) and sent.startswith(so_far.rstrip(REPLACEMENT))
     parts.append(det.flush())
     assert "".join(parts) == full
     if REPLACEMENT not in full:

@@ -198,9 +198,9 @@ async def test_workers_registering_together_load_the_tokenizer_once(
     loads: list[str] = []
     load = gateway_module.load_tokenizer.__wrapped__  # uncached, so every call really loads
 
-    def counting_load(source: str, template: str | None = None) -> object:
+    def counting_load(source: str, *args: object) -> object:
         loads.append(source)
-        return load(source, template)
+        return load(source, *args)
 
     monkeypatch.setattr(gateway_module, "load_tokenizer", counting_load)
     gw = await started_gateway(model_dir, [hello, hello, hello])

@@ -41,10 +41,24 @@ CHAT_CASES: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("stream not bool", {"stream": "yes"}, 400, "stream"),
     ("stream_options without stream", {"stream_options": {"include_usage": True}}, 400, "stream_options"),
     ("unknown parameter", {"extra_body": {"frobnicate": 1}}, 400, "frobnicate"),
-    ("response_format json_schema",
-     {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+    ("response_format bad schema",
+     {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frob"}}}},
      400, "response_format"),
-    ("tool_choice required", {"tools": [TOOL], "tool_choice": "required"}, 400, "tool_choice"),
+    ("response_format schema without name",
+     {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}},
+     400, "response_format"),
+    ("response_format unknown type", {"response_format": {"type": "yaml"}}, 400, "response_format"),
+    ("bad regex", {"extra_body": {"regex": "(unclosed"}}, 400, "regex"),
+    ("two constraints", {"response_format": {"type": "json_object"}, "extra_body": {"regex": "a+"}},
+     400, "response_format"),
+    ("tool_choice without tools", {"tool_choice": "required"}, 400, "tool_choice"),
+    ("tool_choice names a missing function",
+     {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}}, 400, "tool_choice"),
+    ("tool_choice garbage", {"tools": [TOOL], "tool_choice": "sometimes"}, 400, "tool_choice"),
+    ("required tool with a bad schema",
+     {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "frob"}}}],
+      "tool_choice": "required"}, 400, "tools"),
+    ("stream_reasoning false", {"extra_body": {"stream_reasoning": False}}, 400, "stream_reasoning"),
     ("malformed tool", {"tools": [{"type": "function"}]}, 400, "tools"),
     ("audio", {"extra_body": {"audio": {"voice": "alloy", "format": "wav"}}}, 400, "audio"),
     ("unknown model", {"model": "no/such-model"}, 404, "model"),
@@ -54,7 +68,10 @@ CHAT_CASES: list[tuple[str, dict[str, Any], int, str | None]] = [
 ]  # fmt: skip
 
 # Unknown and unsupported parameters: the message itself says which one.
-NAMED_IN_MESSAGE = {"frobnicate", "response_format", "tool_choice", "audio", "suffix", "best_of", "tools"}
+NAMED_IN_MESSAGE = {
+    "frobnicate", "response_format", "tool_choice", "audio", "suffix", "best_of", "tools", "regex",
+    "stream_reasoning",
+}  # fmt: skip
 EXCEPTIONS = {400: openai.BadRequestError, 404: openai.NotFoundError}
 
 
@@ -106,6 +123,8 @@ COMPLETION_CASES: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("empty prompt", {"prompt": ""}, 400, "prompt"),
     ("logprobs=6", {"logprobs": 6}, 400, "logprobs"),
     ("chat parameter", {"extra_body": {"tools": [TOOL]}}, 400, "tools"),
+    ("json_schema not JSON", {"extra_body": {"json_schema": "{nope"}}, 400, "json_schema"),
+    ("regex and ebnf", {"extra_body": {"regex": "a+", "ebnf": "root ::= 'a'"}}, 400, "regex"),
     ("unknown model", {"model": "no/such-model"}, 404, "model"),
 ]
 

@@ -1,0 +1,1 @@
+"""Tokenize, detokenize and tokenizer listing: ``/v1/tokenize``, ``/v1/detokenize``, ``/v1/tokenizers``."""
