@@ -20,8 +20,8 @@ from dataplane.config import GatewayConfig, WorkerSpec
 from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
 from dataplane.health import HealthPolicy, monitor_health
 from dataplane.monitors import KvFeed, maintain, poll_loads
-from dataplane.parsing import parser_names
-from dataplane.pipeline import execute, prepare, select_worker
+from dataplane.parsing import ParserNames, parser_names
+from dataplane.pipeline import execute, is_long, prepare, render_and_tokenize, select_worker
 from dataplane.retry import RetryPolicy
 from dataplane.routing import Policy, RouteRequest, make_policy
 from dataplane.sticky import StickyKeys
@@ -314,8 +314,22 @@ class Gateway:
         """Validate, tokenize and route eagerly (errors raise here), then stream the worker's events."""
         model = self.model(request.model)
         parsers = parser_names(model.id, self.config.tool_call_parser, self.config.reasoning_parser)
-        prepared = prepare(request, self.tokenizer(model.id), parsers)
+        tok = self.tokenizer(model.id)
+        if is_long(request):
+            return self._generate_long(request, tok, parsers, model.id)
+        prepared = prepare(request, tok, parsers)
         return execute(request, prepared, self.registry, self.policy, self.retry, model.id, self.spawn)
+
+    async def _generate_long(
+        self, request: GenerateRequest, tok: ModelTokenizer, parsers: ParserNames, model_id: str
+    ) -> AsyncGenerator[Event, None]:
+        """``generate`` for a long prompt, rendered and tokenized off the event loop: a 100k-token prompt
+        must not stall every other request. Errors still come before the first event."""
+        prepared = prepare(request, tok, parsers, await render_and_tokenize(request, tok))
+        stream = execute(request, prepared, self.registry, self.policy, self.retry, model_id, self.spawn)
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                yield event
 
     async def collect(self, request: GenerateRequest) -> Completion:
         """The non-streaming view of one request."""

@@ -20,6 +20,7 @@ from dataplane.parsing import ParserNames, plan
 from dataplane.retry import RetryPolicy
 from dataplane.routing import Policy, RouteRequest
 from dataplane.tokenizer import ModelTokenizer
+from dataplane.tokenizer_cache import OFFLOAD_CHARS
 from dataplane.types import Constraint, Event, GenerateRequest, Started, WireRequest
 from dataplane.workers import Worker, WorkerRegistry
 
@@ -37,27 +38,17 @@ class Prepared:
     constraint: Constraint | None = None
 
 
-def prepare(request: GenerateRequest, tok: ModelTokenizer, parsers: ParserNames | None = None) -> Prepared:
+def prepare(
+    request: GenerateRequest,
+    tok: ModelTokenizer,
+    parsers: ParserNames | None = None,
+    rendered: tuple[str, list[int]] | None = None,
+) -> Prepared:
     """Render the chat template (or take the prompt), tokenize, work out stop handling, parsing and the
-    constraint (``parsers``: the model's; none when not given)."""
+    constraint (``parsers``: the model's; none when not given). ``rendered``: the prompt's text and ids
+    when ``render_and_tokenize`` already made them."""
     s = request.sampling
-    if request.messages is not None:
-        kwargs = dict(request.chat_template_kwargs)
-        text = tok.render_chat(
-            request.messages,
-            tools=request.tools,
-            add_generation_prompt=request.add_generation_prompt,
-            continue_final_message=request.continue_final_message,
-            template_kwargs=kwargs,
-        )
-        ids = tok.encode(text)
-    elif request.prompt_ids is not None:
-        ids = list(request.prompt_ids)
-        text = ""
-        _check_ids(ids, tok.vocab_size)
-    else:
-        text = request.prompt or ""
-        ids = tok.encode(text)
+    text, ids = rendered if rendered is not None else _render_and_tokenize(request, tok)
     if not ids:
         raise InvalidRequest("the prompt is empty", param="prompt")
     limit = tok.max_context_length
@@ -86,6 +77,48 @@ def prepare(request: GenerateRequest, tok: ModelTokenizer, parsers: ParserNames 
         parsing=parsing,
     )
     return Prepared(text, ids, wire_stops, spec, constraint)
+
+
+def _render_and_tokenize(request: GenerateRequest, tok: ModelTokenizer) -> tuple[str, list[int]]:
+    if request.messages is not None:
+        text = tok.render_chat(
+            request.messages,
+            tools=request.tools,
+            add_generation_prompt=request.add_generation_prompt,
+            continue_final_message=request.continue_final_message,
+            template_kwargs=dict(request.chat_template_kwargs),
+        )
+        return text, tok.encode(text)
+    if request.prompt_ids is not None:
+        ids = list(request.prompt_ids)
+        _check_ids(ids, tok.vocab_size)
+        return "", ids
+    text = request.prompt or ""
+    return text, tok.encode(text)
+
+
+def is_long(request: GenerateRequest) -> bool:
+    """A prompt long enough that rendering and tokenizing it belong off the event loop."""
+    if request.messages is not None:
+        return sum(len(str(m.get("content") or "")) for m in request.messages) > OFFLOAD_CHARS
+    return len(request.prompt or "") > OFFLOAD_CHARS
+
+
+async def render_and_tokenize(request: GenerateRequest, tok: ModelTokenizer) -> tuple[str, list[int]]:
+    """``prepare``'s first step with long text rendered and tokenized on worker threads."""
+    if request.messages is None:
+        if request.prompt_ids is not None:
+            return _render_and_tokenize(request, tok)
+        text = request.prompt or ""
+        return text, await tok.encode_async(text)
+    text = await tok.render_chat_async(
+        request.messages,
+        tools=request.tools,
+        add_generation_prompt=request.add_generation_prompt,
+        continue_final_message=request.continue_final_message,
+        template_kwargs=dict(request.chat_template_kwargs),
+    )
+    return text, await tok.encode_async(text)
 
 
 def _check_ids(ids: Sequence[int], vocab_size: int) -> None:

@@ -174,3 +174,26 @@ async def test_a_100k_token_prompt_does_not_stall_other_requests(
     slowest = max(latencies) * 1000
     print(f"{len(latencies)} small requests during a 100k-token tokenize; slowest {slowest:.1f} ms")
     assert len(latencies) >= 5 and max(latencies) < 0.1
+
+
+async def test_a_100k_token_chat_prompt_does_not_stall_other_requests(
+    http: aiohttp.ClientSession, shared: Deployment
+) -> None:
+    """The chat path renders and tokenizes a long conversation off the event loop too."""
+    big = "The quick brown fox jumps over the lazy dog; " * 10_000 + new_rid()  # ~100k tokens, uncached
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": big}], "max_tokens": 1}
+    small = {"model": MODEL, "prompt": "hello"}
+    url = f"{shared.url}/v1/tokenize"
+    async with aiohttp.ClientSession() as other:
+        await post(other, url, small)
+        task = asyncio.create_task(post(http, f"{shared.url}/v1/chat/completions", chat))
+        latencies: list[float] = []
+        while not task.done():
+            started = time.perf_counter()
+            assert (await post(other, url, small))[0] == 200
+            latencies.append(time.perf_counter() - started)
+        status, body = await task
+    assert status == 200 and body["usage"]["prompt_tokens"] >= 100_000
+    slowest = max(latencies) * 1000
+    print(f"{len(latencies)} small requests during a 100k-token chat request; slowest {slowest:.1f} ms")
+    assert len(latencies) >= 5 and max(latencies) < 0.1
