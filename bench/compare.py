@@ -398,11 +398,9 @@ def main() -> int:
         "code": code,
     }  # fmt: skip
     out = args.out_dir / f"compare-{stamp}.json"
-    out.write_text(
-        json.dumps({"meta": meta, "summary": summary, "targets": verdicts, "windows": windows}, indent=1)
+    procs.write_results(
+        out, {"meta": meta, "summary": summary, "targets": verdicts, "windows": windows}, text, logs
     )
-    out.with_suffix(".txt").write_text(text + "\n")
-    print(f"\nwrote {out} (+ .txt); logs in {logs}")
     bad = {f"({shape}) {gw}": m["errors"] for shape, by_gw in summary.items() for gw, m in by_gw.items()
            if m.get("errors")}  # fmt: skip
     if bad:
@@ -413,11 +411,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        with procs.bench_lock(timeout=1800):
-            sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; stopping every process started", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        procs.stop_all()
+    procs.run_locked(main)

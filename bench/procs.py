@@ -19,9 +19,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PY = ROOT / ".venv" / "bin" / "python"
@@ -123,6 +123,25 @@ def bench_lock(timeout: float) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_locked(main: Callable[[], int], timeout: float = 1800) -> NoReturn:
+    """A benchmark's entry point: under the box's bench lock, every started process stopped at the end."""
+    try:
+        with bench_lock(timeout=timeout):
+            sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; stopping every process started", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        stop_all()
+
+
+def write_results(out: Path, data: Any, text: str, logs: Path) -> None:
+    """The run's figures as JSON at ``out`` and the printed table beside it (``.txt``)."""
+    out.write_text(json.dumps(data, indent=1))
+    out.with_suffix(".txt").write_text(text + "\n")
+    print(f"\nwrote {out} (+ .txt); logs in {logs}")
 
 
 def free_port() -> int:

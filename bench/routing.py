@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import shlex
@@ -489,18 +488,9 @@ def main() -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"routing-{stamp}.json"
     meta = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    out.with_suffix(".txt").write_text(text + "\n")
-    print(f"\nwrote {out} (+ .txt); logs in {logs}")
+    procs.write_results(out, {"meta": meta, "results": results}, text, logs)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        with procs.bench_lock(timeout=1800):
-            sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; stopping every process started", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        procs.stop_all()
+    procs.run_locked(main)

@@ -527,18 +527,9 @@ def main() -> int:
     ])  # fmt: skip
     print(text, flush=True)
     out = args.out_dir / f"tokenize-{stamp}.json"
-    out.write_text(json.dumps({"argv": sys.argv[1:], "runs": runs, "smg": version}, indent=1))
-    out.with_suffix(".txt").write_text(text + "\n")
-    print(f"\nwrote {out} (+ .txt); logs in {logs}")
+    procs.write_results(out, {"argv": sys.argv[1:], "runs": runs, "smg": version}, text, logs)
     return 1 if errors else 0
 
 
 if __name__ == "__main__":
-    try:
-        with procs.bench_lock(timeout=1800):
-            sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; stopping every process started", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        procs.stop_all()
+    procs.run_locked(main)
