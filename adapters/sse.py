@@ -117,7 +117,11 @@ async def _produce(
     try:
         async for event in events:
             for payload in formatter.on_event(event):
-                await ready.put(b"data: " + orjson.dumps(payload) + b"\n\n")
+                data = b"data: " + orjson.dumps(payload) + b"\n\n"
+                if ready.full():  # backpressure: the client reads slower than the worker writes
+                    await ready.put(data)
+                else:
+                    ready.put_nowait(data)  # no coroutine per event on the usual path
             if first and isinstance(event, TextDelta):
                 first = False
                 await asyncio.sleep(0)  # the first token leaves now, not with whatever arrived behind it

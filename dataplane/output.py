@@ -133,6 +133,7 @@ class ResponseAssembler:
         self._cached_tokens = 0
         self._reasoning_tokens = 0
         self._reported_completion: dict[int, int] = {}
+        self._cut = False  # some choice was ended by a stop string
 
     def feed(self, message: WorkerMessage) -> list[Event]:
         choice = self._choice(message.index)
@@ -145,6 +146,8 @@ class ResponseAssembler:
             self._reasoning_tokens += message.reasoning_tokens
             self._reported_completion[message.index] = message.completion_tokens
             events = choice.on_complete(message)
+        if choice.cut_by_stop_string:
+            self._cut = True
         if self._parsers is None or not events:
             return events
         return self._parsers[message.index].process(events)
@@ -152,7 +155,7 @@ class ResponseAssembler:
     @property
     def cut_short(self) -> bool:
         """Every choice is finished, some by a stop string the worker knows nothing of: stop reading."""
-        return all(c.settled for c in self._choices) and any(c.cut_by_stop_string for c in self._choices)
+        return self._cut and all(c.settled for c in self._choices)
 
     def finish(self) -> list[Event]:
         """End of the worker stream: every choice must have finished."""

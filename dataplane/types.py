@@ -109,20 +109,20 @@ class Started:
     worker: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per worker message, and frozen inits cost 3x
 class TextDelta:
     index: int
     text: str
     logprobs: tuple[TokenLogprob, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per worker message, and frozen inits cost 3x
 class ReasoningDelta:
     index: int
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per worker message, and frozen inits cost 3x
 class ToolCallDelta:
     index: int
     tool_index: int
@@ -214,7 +214,7 @@ class LogprobBlock:
     top: list[tuple[list[int], list[float]]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per worker message, and frozen inits cost 3x
 class Chunk:
     """Newly generated token ids (a delta) for one choice index."""
 
