@@ -124,7 +124,7 @@ class GatewayConfig:
     tokenizer_path: str | None = None
     chat_template: str | None = None
     served_model_name: str | None = None
-    policy: PolicyName = "round_robin"
+    policy: PolicyName = "cache_aware"
     routing: PolicyConfig = PolicyConfig()
     request_timeout_secs: float = 1800.0
     max_payload_size: int = 512 * 1024 * 1024

@@ -41,7 +41,7 @@ def _fail(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 def test_launch_defaults_match_smg() -> None:
     config = cli.parse_launch(["--worker-urls", "grpc://localhost:50051"])
     assert (config.host, config.port) == ("0.0.0.0", 30000)
-    assert config.policy == "round_robin"
+    assert config.policy == "cache_aware"
     assert config.request_timeout_secs == 1800
     assert config.max_payload_size == 536870912
     assert (config.health_check_interval_secs, config.health_check_timeout_secs) == (60, 5)
@@ -69,7 +69,8 @@ def test_launch_getting_started(argv: list[str], urls: list[str], model: str | N
     config = cli.parse_launch(argv)
     assert [url.url for url in config.worker_urls] == urls
     assert config.model_path == model
-    assert (config.host, config.port, config.policy) == ("0.0.0.0", 30000, "round_robin")
+    assert (config.host, config.port) == ("0.0.0.0", 30000)
+    assert config.policy == ("round_robin" if "--policy" in argv else "cache_aware")
 
 
 def test_launch_every_supported_flag() -> None:
@@ -320,7 +321,7 @@ def test_serve_defaults_match_smg() -> None:
     assert (plan.data_parallel_size, plan.worker_host, plan.worker_base_port) == (1, "127.0.0.1", 31000)
     assert plan.startup_timeout == 300
     assert plan.gateway.model_path == plan.engine.model_path == LLAMA
-    assert plan.gateway.policy == "round_robin"
+    assert plan.gateway.policy == "cache_aware"
     assert plan.engine.extra_args == ()
 
 
@@ -403,9 +404,9 @@ def test_serve_checks_gpus_before_starting(
         (["--policy", "random", "--request-timeout-secs", "9"], "random", 9, []),
         (["--router-policy", "round_robin", "--policy", "random"], "round_robin", 1800, []),
         # With the fallback off, an unprefixed flag is the engine's.
-        (["--router-disable-arg-fallback", "--policy", "random"], "round_robin", 1800,
+        (["--router-disable-arg-fallback", "--policy", "random"], "cache_aware", 1800,
          ["--policy", "random"]),
-        (["--tp-size", "2", "--mem-fraction-static=0.8", "--enable-metrics"], "round_robin", 1800,
+        (["--tp-size", "2", "--mem-fraction-static=0.8", "--enable-metrics"], "cache_aware", 1800,
          ["--tp-size", "2", "--mem-fraction-static=0.8", "--enable-metrics"]),
     ],
 )  # fmt: skip

@@ -196,7 +196,7 @@ async def test_load_aware_policies_get_the_workers_loads(model_dir: Path) -> Non
 async def test_policies_without_load_needs_do_not_poll(model_dir: Path) -> None:
     fleet = Fleet()
     fleet.add(0, hello, info(model_dir), loads=EngineLoad(3, 1, 0.5))
-    async with gateway(model_dir, 1, fleet, load_monitor_interval=0.001):
+    async with gateway(model_dir, 1, fleet, policy="round_robin", load_monitor_interval=0.001):
         await asyncio.sleep(0.02)
     assert fleet.clients[url(0)].loads_polled == 0
 

@@ -111,6 +111,8 @@ class Deployment:
 
 
 def gateway_config(workers: Sequence[tuple[str, int]], model_dir: Path, **overrides: Any) -> GatewayConfig:
+    # These tests count on requests alternating between workers; cache_aware has tests of its own.
+    overrides.setdefault("policy", "round_robin")
     return GatewayConfig(
         worker_urls=tuple(WorkerUrl.parse(f"grpc://{host}:{port}") for host, port in workers),
         host="127.0.0.1",
