@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-if sys.prefix != str(ROOT / ".venv") and (ROOT / ".venv" / "bin" / "python").exists():
-    python = str(ROOT / ".venv" / "bin" / "python")
-    os.execv(python, [python, __file__, *sys.argv[1:]])
-sys.path[:0] = [str(HERE), str(ROOT)]
+import project_venv
+from project_venv import ROOT
+
+project_venv.enter(__file__)
 
 import checks  # noqa: E402
 import compare  # noqa: E402

@@ -38,23 +38,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-if sys.prefix != str(ROOT / ".venv") and (ROOT / ".venv" / "bin" / "python").exists():
-    os.execv(
-        ROOT / ".venv" / "bin" / "python", [str(ROOT / ".venv" / "bin" / "python"), __file__, *sys.argv[1:]]
-    )
-sys.path[:0] = [str(HERE), str(ROOT)]
+import project_venv
+from project_venv import ROOT
+
+project_venv.enter(__file__)
 
 import aiohttp  # noqa: E402
 import checks  # noqa: E402

@@ -54,13 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-if sys.prefix != str(ROOT / ".venv") and (ROOT / ".venv" / "bin" / "python").exists():
-    os.execv(
-        ROOT / ".venv" / "bin" / "python", [str(ROOT / ".venv" / "bin" / "python"), __file__, *sys.argv[1:]]
-    )
-sys.path[:0] = [str(HERE), str(ROOT)]
+import project_venv
+from project_venv import HERE, ROOT
+
+project_venv.enter(__file__)
 
 import procs  # noqa: E402
 import procstats  # noqa: E402
