@@ -38,6 +38,21 @@ async def post_worker(http: aiohttp.ClientSession, d: Deployment, body: Any) -> 
         return reply.status, await reply.json(content_type=None)
 
 
+async def send_one_long_prompt_four_times(d: Deployment, tag: str) -> str:
+    """Four requests with the same 300-word prompt; returns their request-id prefix."""
+    prompt = "[ref script=echo] " + " ".join(f"word{i}" for i in range(300))
+    prefix = new_rid(tag)
+    async with api_client(d) as client:
+        for i in range(4):
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=4,
+                extra_headers={"x-request-id": f"{prefix}-{i}"},
+            )
+    return prefix
+
+
 # ---- validation (on the shared deployment: nothing here changes it) -------------------------------------
 
 
@@ -240,16 +255,7 @@ async def test_cache_aware_follows_each_workers_kv_events(
 ) -> None:
     with deployment(2, model_dir, policy="cache_aware") as d:
         await eventually(lambda: [r["kv_event_subscribers"] for r in d.records()] == [1, 1])
-        prompt = "[ref script=echo] " + " ".join(f"word{i}" for i in range(300))
-        prefix = new_rid("kv")
-        async with api_client(d) as client:
-            for i in range(4):
-                await client.chat.completions.create(
-                    model=MODEL,
-                    messages=[{"role": "user", "content": prompt}],
-                    max_tokens=4,
-                    extra_headers={"x-request-id": f"{prefix}-{i}"},
-                )
+        prefix = await send_one_long_prompt_four_times(d, "kv")
         # The first request's prompt was cached where it ran; the others followed it there.
         assert sorted(served(r, prefix) for r in d.records()) == [0, 4]
         host, port = d.workers[0]
@@ -261,15 +267,6 @@ async def test_cache_aware_follows_each_workers_kv_events(
 
 async def test_workers_without_kv_events_are_routed_approximately(model_dir: Path) -> None:
     with deployment(2, model_dir, "--no-kv-events", policy="cache_aware") as d:
-        prompt = "[ref script=echo] " + " ".join(f"word{i}" for i in range(300))
-        prefix = new_rid("approx")
-        async with api_client(d) as client:
-            for i in range(4):
-                await client.chat.completions.create(
-                    model=MODEL,
-                    messages=[{"role": "user", "content": prompt}],
-                    max_tokens=4,
-                    extra_headers={"x-request-id": f"{prefix}-{i}"},
-                )
+        prefix = await send_one_long_prompt_four_times(d, "approx")
         assert sorted(served(r, prefix) for r in d.records()) == [0, 4]
         assert [r["kv_event_subscribers"] for r in d.records()] == [0, 0]
