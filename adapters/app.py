@@ -15,13 +15,20 @@ from adapters.admin import routes as admin
 from adapters.chat.routes import chat_completions
 from adapters.completions.routes import completions
 from adapters.context import GATEWAY, REQUEST_ID, REQUEST_ID_HEADERS, incoming_request_id
+from adapters.conversations import routes as conversations
 from adapters.errors import error_response, gateway_error_response, http_error_response
 from adapters.grpc.server import grpc_lifecycle
 from adapters.http_workers import ClientFactory
+from adapters.logs import ACCESS_LOGGER, AccessLogger
+from adapters.metrics import ConnectionCollector, HttpMetrics, listener_host, start_listener
+from adapters.responses import routes as responses
+from adapters.responses.history import HISTORY, history_lifecycle
 from adapters.tokenize import routes as tokenize
+from adapters.tracing import tracing_middleware
 from dataplane.config import GatewayConfig
 from dataplane.errors import GatewayError
 from dataplane.gateway import Gateway
+from dataplane.history import make_history
 
 log = logging.getLogger(__name__)
 CLIENT_FACTORY = web.AppKey("client_factory", ClientFactory)
@@ -54,13 +61,32 @@ def build_app(config: GatewayConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_payload_size, middlewares=[errors_middleware])
     factory = ClientFactory()
     app[CLIENT_FACTORY] = factory
-    app[GATEWAY] = Gateway(config, factory)
+    app[GATEWAY] = gateway = Gateway(config, factory)
+    http_metrics = HttpMetrics(gateway.metrics.registry, config.prometheus_duration_buckets)
+    app.middlewares.insert(0, http_metrics.middleware())  # outside the error table: counts what it answers
+    if gateway.tracer is not None:
+        app.middlewares.insert(0, tracing_middleware(gateway.tracer))  # outermost: sees the final status
     app[REQUEST_ID_HEADERS] = tuple(h.lower() for h in config.request_id_headers)
+    app[HISTORY] = make_history(config)
+    app.cleanup_ctx.append(history_lifecycle)  # started first, closed last
     app.cleanup_ctx.append(_gateway_lifecycle)
     if config.grpc_port is not None:
         app.cleanup_ctx.append(grpc_lifecycle(config.host, config.grpc_port))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/responses", responses.create_response)
+    app.router.add_get("/v1/responses/{response_id}", responses.get_response)
+    app.router.add_delete("/v1/responses/{response_id}", responses.delete_response)
+    app.router.add_get("/v1/responses/{response_id}/input_items", responses.list_input_items)
+    app.router.add_post("/v1/responses/{response_id}/cancel", responses.cancel_response)
+    app.router.add_post("/v1/conversations", conversations.create_conversation)
+    app.router.add_get("/v1/conversations/{conversation_id}", conversations.get_conversation)
+    app.router.add_post("/v1/conversations/{conversation_id}", conversations.update_conversation)
+    app.router.add_delete("/v1/conversations/{conversation_id}", conversations.delete_conversation)
+    app.router.add_get("/v1/conversations/{conversation_id}/items", conversations.list_items)
+    app.router.add_post("/v1/conversations/{conversation_id}/items", conversations.add_items)
+    app.router.add_get("/v1/conversations/{conversation_id}/items/{item_id}", conversations.get_item)
+    app.router.add_delete("/v1/conversations/{conversation_id}/items/{item_id}", conversations.delete_item)
     app.router.add_get("/v1/models", admin.models)
     app.router.add_post("/v1/tokenize", tokenize.tokenize_route)
     app.router.add_post("/v1/detokenize", tokenize.detokenize_route)
@@ -92,14 +118,26 @@ async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:
     """Run the gateway on ``config.host:config.port`` until ``stop`` is set, then shut down gracefully."""
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the worker request
     # even while the worker is silent (a write would only notice at the next token).
+    app = build_app(config)
     runner = web.AppRunner(
-        build_app(config), handle_signals=False, handler_cancellation=True, access_log=None
+        app,
+        handle_signals=False,
+        handler_cancellation=True,
+        access_log=logging.getLogger(ACCESS_LOGGER),  # one line per request at info (adapters/logs.py)
+        access_log_class=AccessLogger,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_port=True)
-    await site.start()
-    log.info("gateway listening on http://%s:%d", config.host, config.port)
     try:
-        await stop.wait()
+        site = web.TCPSite(runner, config.host, config.port, reuse_port=True)
+        await site.start()
+        log.info("gateway listening on http://%s:%d", config.host, config.port)
+        registry = app[GATEWAY].metrics.registry
+        registry.register(ConnectionCollector(lambda: len(runner.server.connections) if runner.server else 0))
+        host = listener_host(config.prometheus_host, config.host)
+        metrics = await start_listener(registry, host, config.prometheus_port)
+        try:
+            await stop.wait()
+        finally:
+            await metrics.cleanup()
     finally:
         await runner.cleanup()

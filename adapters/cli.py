@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -31,18 +30,16 @@ from adapters.router_args import (
     check_policy,
     config_fields,
 )
-from dataplane.config import GatewayConfig, PolicyConfig, WorkerUrl
+from dataplane.config import GatewayConfig, HistoryConfig, PolicyConfig, TracingConfig, WorkerUrl
 from dataplane.embedded import EMBEDDED_MODEL_NAME, embedded_model_dir
 from dataplane.errors import ConfigError
 
 logger = logging.getLogger("smg")
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 # Hard-wrapped (RawDescriptionHelpFormatter): argparse would break flag names at their hyphens.
 _REFUSED_EPILOG = """\
 Every other SMG router flag (--pd-disaggregation, --api-key, --dp-aware,
---prometheus-*, --mcp-config-path, --service-discovery, ...) is recognised
+--enable-mesh, --mcp-config-path, --service-discovery, ...) is recognised
 and refused until it is supported."""
 _SERVE_EPILOG = f"""\
 Router flags take the prefix --router- (--router-policy random). Without the
@@ -126,18 +123,34 @@ def gateway_config(fields: dict[str, Any], **overrides: Any) -> GatewayConfig:
     }
     if routing:
         values["routing"] = PolicyConfig(**routing)
+    history = {
+        key.removeprefix("history."): values.pop(key) for key in list(values) if key.startswith("history.")
+    }
+    if history:
+        if "postgres_db_url" not in history and os.environ.get("POSTGRES_DB_URL"):
+            history["postgres_db_url"] = os.environ["POSTGRES_DB_URL"]  # as SMG's Python CLI reads it
+        values["history"] = HistoryConfig(**history)
+    tracing = {
+        key.removeprefix("tracing."): values.pop(key) for key in list(values) if key.startswith("tracing.")
+    }
+    if tracing:
+        values["tracing"] = TracingConfig(**tracing)
     values["worker_urls"] = tuple(WorkerUrl.parse(url) for url in values.get("worker_urls", ()))
-    if "request_id_headers" in values:
-        values["request_id_headers"] = tuple(values["request_id_headers"])
+    for name in ("request_id_headers", "prometheus_duration_buckets"):
+        if name in values:
+            values[name] = tuple(values[name])
     return GatewayConfig(**values)
 
 
 def _launch(args: list[str]) -> int:
     config = parse_launch(args)
     # The gateway (and its gRPC stubs) load only once there is something to run: --help stays instant.
-    from adapters import app
+    from adapters import app, logs, telemetry
 
-    with _logging(config.log_level):
+    with (
+        logs.configured(config.log_level, json=config.log_json, log_dir=config.log_dir),
+        telemetry.installed(config.tracing),
+    ):
         return _run(lambda stop: app.serve(config, stop))
 
 
@@ -288,9 +301,10 @@ def _typed(name: str, kind: Callable[[str], Any] | None, value: str) -> Any:
 
 def _serve(args: list[str]) -> int:
     plan = parse_serve(args)
-    from adapters import supervisor  # heavy, as in _launch
+    from adapters import logs, supervisor, telemetry  # heavy, as in _launch
 
-    with _logging(plan.gateway.log_level):
+    g = plan.gateway
+    with logs.configured(g.log_level, json=g.log_json, log_dir=g.log_dir), telemetry.installed(g.tracing):
         for arg in plan.engine.extra_args:
             if arg.startswith("--") and arg[2:].partition("=")[0] in UNSUPPORTED_FLAGS:
                 logger.warning("%s goes to the engine only: the gateway does not support it yet", arg)
@@ -329,22 +343,6 @@ async def _until_signalled(body: Callable[[asyncio.Event], Awaitable[None]]) -> 
 def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
     logger.info("received %s, shutting down", sig.name)
     stop.set()
-
-
-@contextlib.contextmanager
-def _logging(level: str) -> Iterator[None]:
-    """One line per record on stderr, for as long as the command runs."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(_LOG_LEVELS[level])
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
 
 
 def _version() -> str:

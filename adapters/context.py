@@ -9,11 +9,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from adapters import logs
 from dataplane.gateway import Gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
 REQUEST_ID_HEADERS = web.AppKey("request_id_headers", tuple)
 REQUEST_ID = web.RequestKey("request_id", str)  # the id this request answers with
+# How a stream that began ended other than cleanly: "stream_error" or "client_closed_request" (metrics).
+STREAM_OUTCOME = web.RequestKey("stream_outcome", str)
 _ALPHABET = string.ascii_letters + string.digits
 _TRACE_HEADERS = ("traceparent", "tracestate")
 
@@ -49,6 +52,7 @@ def request_context(request: web.Request, *, prefix: str) -> RequestContext:
     else:
         request_id = echoed = new_request_id(prefix)
     request[REQUEST_ID] = echoed
+    logs.REQUEST_ID.set(echoed)  # on every line logged for this request, in the tasks it spawns too
     headers = request.headers
     trace = {h: v for h in _TRACE_HEADERS if (v := headers.get(h))}
     return RequestContext(

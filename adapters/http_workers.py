@@ -26,6 +26,7 @@ from dataplane.config import WorkerSpec
 from dataplane.errors import ConfigError, InternalError, NoHealthyWorker, WorkerError
 from dataplane.gateway import Gateway, grpc_client_factory
 from dataplane.routing import RouteRequest
+from dataplane.telemetry import inject_current
 from dataplane.types import EngineLoad, KvEventBatch, WireRequest, WorkerInfo, WorkerMessage
 from dataplane.workers import Worker
 
@@ -174,6 +175,8 @@ async def proxy(
         target_worker=ctx.target_worker,
     )
     headers = {h: v for h in FORWARDED if (v := request.headers.get(h))} | ctx.headers
+    if gateway.tracer is not None:
+        inject_current(headers)  # the worker joins the gateway's trace: its parent is our SERVER span
     retry = gateway.retry
     tried: list[Worker] = []
     failure: WorkerError | None = None

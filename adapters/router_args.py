@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from dataplane.config import AssignmentMode, GatewayConfig, PolicyConfig
+from dataplane.config import (
+    HISTORY_BACKENDS,
+    TRACE_PROTOCOLS,
+    AssignmentMode,
+    GatewayConfig,
+    HistoryConfig,
+    PolicyConfig,
+)
 from parsers import REASONING_PARSER_NAMES, TOOL_PARSER_NAMES
 
 SMG_POLICIES = (
@@ -21,6 +28,7 @@ SMG_POLICIES = (
     "least_load", "prefix_hash", "consistent_hashing", "manual", "bucket",
 )  # fmt: skip
 LOG_LEVELS = ("debug", "info", "warn", "error")
+SMG_HISTORY_BACKENDS = ("memory", "none", "oracle", "postgres", "redis")
 
 # Every other SMG router flag (Rust `smg launch` and the Python wheel's router_args), grouped as SMG's
 # help groups them. Each one is refused until the feature behind it exists: a flag that is accepted and
@@ -44,10 +52,8 @@ UNSUPPORTED_FLAGS: tuple[str, ...] = (
     "disable-tokenizer-autoload",
     "mcp-config-path",
     # storage
-    "history-backend", "postgres-db-url", "postgres-pool-max", "postgres-pool-max-size", "redis-url",
-    "redis-pool-max", "redis-pool-max-size", "redis-retention-days", "oracle-wallet-path",
-    "oracle-tns-alias", "oracle-dsn", "oracle-connect-descriptor", "oracle-user", "oracle-username",
-    "oracle-password", "oracle-external-auth", "oracle-pool-min", "oracle-pool-max",
+    "oracle-wallet-path", "oracle-tns-alias", "oracle-dsn", "oracle-connect-descriptor", "oracle-user",
+    "oracle-username", "oracle-password", "oracle-external-auth", "oracle-pool-min", "oracle-pool-max",
     "oracle-pool-timeout-secs", "schema-config", "storage-hook-wasm-path", "enable-wasm",
     "storage-context-headers",
     # security / auth
@@ -56,8 +62,7 @@ UNSUPPORTED_FLAGS: tuple[str, ...] = (
     "disable-audit-logging", "control-plane-audit-enabled", "tls-cert-path", "tls-key-path",
     "client-cert-path", "client-key-path", "ca-cert-paths",
     # observability / logging / mesh / multimodal / WebRTC
-    "prometheus-host", "prometheus-port", "prometheus-duration-buckets", "enable-trace",
-    "otlp-traces-endpoint", "log-dir", "log-json", "enable-mesh", "mesh-server-name", "mesh-host",
+    "enable-mesh", "mesh-server-name", "mesh-host",
     "mesh-advertise-host", "mesh-port", "mesh-peer-urls", "multimodal-tensor-transport",
     "multimodal-shm-min-bytes", "webrtc-bind-addr", "webrtc-stun-server",
     # Kubernetes service discovery
@@ -87,6 +92,16 @@ class RouterFlag:
 
 
 _POLICY_HELP = "routing policy; every SMG policy name is recognised"
+
+
+def history_backend(value: str) -> str:
+    """``--history-backend``'s type: SMG's ``oracle`` is refused by name, an unknown name by argparse."""
+    if value in SMG_HISTORY_BACKENDS and value not in HISTORY_BACKENDS:
+        raise UnsupportedOption(
+            f"history backend {value} is not supported yet; supported: {', '.join(HISTORY_BACKENDS)}"
+        )
+    return value
+
 
 SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
     RouterFlag("host", "host", {"metavar": "HOST"}, "address to listen on", launch_only=True),
@@ -178,6 +193,18 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
     RouterFlag("request-id-headers", "request_id_headers", {"nargs": "*", "metavar": "HEADER"},
                "headers searched for an incoming request id"),
     RouterFlag("log-level", "log_level", {"choices": LOG_LEVELS}, "log level", shared=True),
+    RouterFlag("log-json", "log_json", {"action": "store_true"}, "log one JSON object per line"),
+    RouterFlag("log-dir", "log_dir", {"metavar": "DIR"},
+               "also write the log to DIR/smg.log (created when missing, rotated daily)"),
+    RouterFlag("log-prompts", "log_prompts", {"action": "store_true"},
+               "log prompt and completion texts (never logged otherwise)"),
+    RouterFlag("prometheus-host", "prometheus_host", {"metavar": "HOST"},
+               "address of the Prometheus /metrics listener (default: 0.0.0.0, or :: for an IPv6 --host)"),
+    RouterFlag("prometheus-port", "prometheus_port", {"type": int, "metavar": "PORT"},
+               "port of the Prometheus /metrics listener (0: any free port, logged)"),
+    RouterFlag("prometheus-duration-buckets", "prometheus_duration_buckets",
+               {"type": float, "nargs": "+", "metavar": "SECS"},
+               "buckets of every duration, TTFT and TPOT histogram"),
     # parsers: every model's, instead of the one its name maps to ("passthrough": none)
     RouterFlag("tool-call-parser", "tool_call_parser", {"choices": TOOL_PARSER_NAMES, "metavar": "NAME"},
                f"tool-call parser: {', '.join(TOOL_PARSER_NAMES)}"),
@@ -196,14 +223,42 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
                "tokenizer cache of the text between special tokens (a conversation's earlier turns)"),
     RouterFlag("tokenizer-cache-l1-max-memory", "tokenizer_cache_l1_max_memory",
                {"type": int, "metavar": "BYTES"}, "memory the L1 cache takes at most"),
+    # history storage (responses, conversations)
+    RouterFlag("history-backend", "history.backend",
+               {"type": history_backend, "choices": SMG_HISTORY_BACKENDS, "metavar": "BACKEND"},
+               f"where responses and conversations are stored: {', '.join(HISTORY_BACKENDS)}"),
+    RouterFlag("postgres-db-url", "history.postgres_db_url", {"metavar": "URL"},
+               "postgres backend: postgresql://user:password@host:port/database (default: $POSTGRES_DB_URL)"),
+    RouterFlag("postgres-pool-max-size", "history.postgres_pool_max_size", {"type": int, "metavar": "N"},
+               "postgres backend: connections at most", ("postgres-pool-max",)),
+    RouterFlag("redis-url", "history.redis_url", {"metavar": "URL"}, "redis backend: redis://host:port/db"),
+    RouterFlag("redis-pool-max-size", "history.redis_pool_max_size", {"type": int, "metavar": "N"},
+               "redis backend: connections at most", ("redis-pool-max",)),
+    RouterFlag("redis-retention-days", "history.redis_retention_days", {"type": int, "metavar": "DAYS"},
+               "redis backend: time to live of every stored key; -1 keeps them forever"),
+    # tracing (OpenTelemetry, OTLP); the last two are ours, and the OTEL_* variables apply when not given
+    RouterFlag("enable-trace", "tracing.enabled", {"action": "store_true"},
+               "export OpenTelemetry spans over OTLP and propagate W3C trace context to workers"),
+    RouterFlag("otlp-traces-endpoint", "tracing.endpoint", {"metavar": "URL"},
+               "OTLP collector; http:// is prepended when missing (default: "
+               "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317, "
+               "or localhost:4318 for http/protobuf)"),
+    RouterFlag("otlp-traces-protocol", "tracing.protocol", {"choices": TRACE_PROTOCOLS},
+               "OTLP transport (default: $OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or "
+               "$OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)"),
+    RouterFlag("trace-sampling-ratio", "tracing.sampling_ratio", {"type": float, "metavar": "F"},
+               "fraction of new traces sampled; a sampled caller's traceparent is always followed "
+               "(default: $OTEL_TRACES_SAMPLER_ARG, else 1.0)"),
     # not an SMG flag: the gateway's own gRPC API (smg.gateway.v1.Tokenizer)
     RouterFlag("grpc-port", "grpc_port", {"type": int, "metavar": "PORT"},
                "serve the gateway's gRPC API (tokenize, detokenize, count, render) on this port"),
 )  # fmt: skip
 
-_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(GatewayConfig) if f.default is not dataclasses.MISSING
-} | {f"routing.{f.name}": f.default for f in dataclasses.fields(PolicyConfig)}
+_DEFAULTS = (
+    {f.name: f.default for f in dataclasses.fields(GatewayConfig) if f.default is not dataclasses.MISSING}
+    | {f"routing.{f.name}": f.default for f in dataclasses.fields(PolicyConfig)}
+    | {f"history.{f.name}": f.default for f in dataclasses.fields(HistoryConfig)}
+)
 
 
 class _Refuse(argparse.Action):
@@ -274,4 +329,4 @@ def check_policy(policy: str | None) -> None:
 
 
 def _shown(value: object) -> str:
-    return " ".join(value) if isinstance(value, tuple) else str(value)
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from adapters.context import STREAM_OUTCOME
 from adapters.errors import stream_error_event
 from dataplane.errors import GatewayError, InternalError
 from dataplane.types import Event, Started, TextDelta
@@ -94,16 +95,19 @@ async def stream_events(
                     if isinstance(item, bytes):
                         data += item
                     else:  # the end: None, or an error to send in-band
-                        data += stream_error_event(item) if item is not None else b""
+                        if item is not None:
+                            data += stream_error_event(item)
+                            request[STREAM_OUTCOME] = "stream_error"
                         ended = True
                 if data:
                     await writer.write(bytes(data))
             await writer.close()
         except ClientGone:
-            pass
+            request.setdefault(STREAM_OUTCOME, "client_closed_request")  # an error sent before stays it
         finally:
-            producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
+            if not producer.done():  # no await once the stream is complete: a client that closes the
+                producer.cancel()  # connection then cannot cancel a handler that answered in full
+                await asyncio.gather(producer, return_exceptions=True)
         return writer.response
 
 
@@ -126,6 +130,7 @@ async def _produce(
                 first = False
                 await asyncio.sleep(0)  # the first token leaves now, not with whatever arrived behind it
     except GatewayError as exc:
+        log.warning("stream failed after it began: %s", exc.message)
         end = exc
     except Exception:
         log.exception("event stream failed")

@@ -11,8 +11,8 @@ What runs
     --ttft-ms 0 --itl-ms 0 --loop uvloop``), started once per shape and shared by both gateways. For each
     repeat, each gateway in turn (order alternates: ours, smg / smg, ours / ...) is started fresh with the
     same flags (``launch --worker-urls grpc://W1 grpc://W2 --model-path DIR --policy round_robin --host
-    127.0.0.1 --port P --log-level warn``; SMG also gets ``--prometheus-host 127.0.0.1 --prometheus-port
-    Q``), waited for (``/readiness`` 200, then one non-streaming and one streaming request that must
+    127.0.0.1 --port P --log-level warn --prometheus-host 127.0.0.1 --prometheus-port Q``), waited
+    for (``/readiness`` 200, then one non-streaming and one streaming request that must
     return exactly the expected text and token counts), loaded, then stopped. Only one gateway is up
     at a time. DIR is ``dataplane.embedded.embedded_model_dir()`` (Qwen3 tokenizer + config.json +
     generation_config.json); HF_HUB_OFFLINE=1. SMG is ``pip install smg==1.13.0`` in its own
@@ -239,12 +239,9 @@ def run_window(
     workers: list[procs.Proc], model_dir: Path, model: str | None, expect: str, logs: Path, tag: str,
 ) -> tuple[dict[str, Any], str]:  # fmt: skip
     port = procs.free_port()
-    extra = (
-        ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(procs.free_port())] if gw == "smg" else []
-    )
     flags = procs.gateway_flags(worker_ports, model_dir, port)
     commit = code_version()["commit"] if gw == "ours" else None  # the code is edited while we run
-    gateway = procs.start_gateway(gw, cmd, extra, flags, logs / f"{tag}-{gw}.log")
+    gateway = procs.start_gateway(gw, cmd, [], flags, logs / f"{tag}-{gw}.log")
     base_url = f"http://127.0.0.1:{port}"
     try:
         ready_s = procs.wait_ready(gateway, base_url)

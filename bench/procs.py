@@ -228,11 +228,13 @@ def package_version(python: Path, package: str) -> str:
 def gateway_flags(
     worker_ports: list[int], model_dir: Path, port: int, policy: str = "round_robin"
 ) -> list[str]:
-    """The launch flags both gateways accept unchanged."""
+    """The launch flags both gateways accept unchanged (each serves /metrics on its own free port, as
+    both would bind 0.0.0.0:29000 by default)."""
     return [
         "--worker-urls", *(f"grpc://127.0.0.1:{p}" for p in worker_ports),
         "--model-path", str(model_dir), "--policy", policy,
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warn",
+        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),
     ]  # fmt: skip
 
 

@@ -318,13 +318,8 @@ def run_config(
     workers = procs.start_workers(args.workers, worker_args, logs, prefix=f"{config.key}-worker")
     ports = [port for _, port in workers]
     port = procs.free_port()
-    extra = (
-        ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(procs.free_port())]
-        if config.gateway == "smg"
-        else []
-    )
     flags = procs.gateway_flags(ports, model_dir, port, policy=config.policy)
-    gateway = procs.start_gateway(config.key, command, extra, flags, logs / f"{config.key}-gateway.log")
+    gateway = procs.start_gateway(config.key, command, [], flags, logs / f"{config.key}-gateway.log")
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:

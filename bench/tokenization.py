@@ -172,7 +172,6 @@ def start(variant: str, worker_port: int, model_dir: Path, logs: Path, tag: str)
     grpc_port = None
     if kind == "smg":
         base = [str(procs.ensure_smg_venv()), "launch"]
-        extra = [*extra, "--prometheus-host", "127.0.0.1", "--prometheus-port", str(procs.free_port())]
     else:
         base = [str(procs.VENV_PY), "-m", "adapters.cli", "launch"]
         grpc_port = procs.free_port()

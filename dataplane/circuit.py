@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 BreakerState = Literal["closed", "open", "half_open"]
 FAILURE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -31,14 +31,28 @@ class BreakerConfig:
     enabled: bool = True
 
 
+class BreakerObserver(Protocol):
+    """Told every outcome a breaker counts and every state change (metrics)."""
+
+    def outcome(self, success: bool) -> None: ...
+
+    def transition(self, old: BreakerState, new: BreakerState) -> None: ...
+
+
 class CircuitBreaker:
     """One worker's breaker. ``clock`` is ``time.monotonic`` unless a test steers time."""
 
-    __slots__ = ("_clock", "_failures", "_opened_at", "_state", "_successes", "config")
+    __slots__ = ("_clock", "_failures", "_observer", "_opened_at", "_state", "_successes", "config")
 
-    def __init__(self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: BreakerConfig,
+        clock: Callable[[], float] = time.monotonic,
+        observer: BreakerObserver | None = None,
+    ) -> None:
         self.config = config
         self._clock = clock
+        self._observer = observer
         self._state: BreakerState = "closed"
         self._failures = 0
         self._successes = 0
@@ -47,9 +61,22 @@ class CircuitBreaker:
     @property
     def state(self) -> BreakerState:
         if self._state == "open" and self._clock() - self._opened_at >= self.config.timeout_secs:
-            self._state = "half_open"
+            self._move("half_open")
             self._successes = 0
         return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    @property
+    def consecutive_successes(self) -> int:
+        return self._successes
+
+    def _move(self, state: BreakerState) -> None:
+        if self._observer is not None:
+            self._observer.transition(self._state, state)
+        self._state = state
 
     def allows(self) -> bool:
         return self.state != "open"
@@ -61,20 +88,21 @@ class CircuitBreaker:
 
     def record(self, status: int) -> bool:
         """Count one request outcome; True when it opened the breaker (the worker stops being routable)."""
+        if self._observer is not None:
+            self._observer.outcome(status not in FAILURE_STATUSES)
         if not self.config.enabled:
             return False
         state = self.state
         if status not in FAILURE_STATUSES:
             self._failures = 0
-            if state == "half_open":
-                self._successes += 1
-                if self._successes >= self.config.success_threshold:
-                    self._state = "closed"
+            self._successes += 1  # counted in every state, for the gauge; half_open starts from 0
+            if state == "half_open" and self._successes >= self.config.success_threshold:
+                self._move("closed")
             return False
         self._failures += 1
         self._successes = 0
         if state == "half_open" or (state == "closed" and self._failures >= self.config.failure_threshold):
-            self._state = "open"
+            self._move("open")
             self._opened_at = self._clock()
             return True
         return False

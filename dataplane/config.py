@@ -23,6 +23,10 @@ PolicyName = Literal[
 ]
 AssignmentMode = Literal["random", "min_load", "min_group"]
 ConnectionMode = Literal["grpc", "http"]
+HistoryBackend = Literal["memory", "none", "postgres", "redis"]
+HISTORY_BACKENDS: tuple[HistoryBackend, ...] = get_args(HistoryBackend)
+TraceProtocol = Literal["grpc", "http/protobuf"]
+TRACE_PROTOCOLS: tuple[TraceProtocol, ...] = get_args(TraceProtocol)
 # Every policy name the gateway knows. Which of them are built is ``make_policy``'s answer (it raises
 # for the others), so a policy becomes available the moment the routing package builds it.
 POLICIES: tuple[PolicyName, ...] = get_args(PolicyName)
@@ -69,6 +73,54 @@ class PolicyConfig:
             raise ConfigError("balance_abs_threshold and least_load_kv_pressure_weight must not be negative")
         if self.assignment_mode not in get_args(AssignmentMode):
             raise ConfigError(f"assignment_mode must be one of {', '.join(get_args(AssignmentMode))}")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    """Where responses and conversations are stored: SMG's ``--history-backend`` and its backends' flags."""
+
+    backend: HistoryBackend = "memory"
+    postgres_db_url: str | None = field(default=None, repr=False)  # may hold a password
+    postgres_pool_max_size: int = 16
+    redis_url: str = field(default="redis://localhost:6379", repr=False)
+    redis_pool_max_size: int = 16
+    redis_retention_days: int = 30  # -1: keys never expire
+
+    def __post_init__(self) -> None:
+        if self.backend not in HISTORY_BACKENDS:
+            raise ConfigError(
+                f"unknown history backend {self.backend!r}; known: {', '.join(HISTORY_BACKENDS)}"
+            )
+        if self.backend == "postgres" and not self.postgres_db_url:
+            raise ConfigError("history backend postgres needs --postgres-db-url (or POSTGRES_DB_URL)")
+        if self.postgres_db_url and urlsplit(self.postgres_db_url).scheme not in ("postgres", "postgresql"):
+            raise ConfigError("postgres_db_url must be a postgresql:// URL")
+        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+        if self.postgres_pool_max_size < 1 or self.redis_pool_max_size < 1:
+            raise ConfigError("history pool sizes must be at least 1")
+        if self.redis_retention_days != -1 and self.redis_retention_days < 1:
+            raise ConfigError("redis_retention_days must be at least 1, or -1 (keep forever)")
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry tracing: SMG's ``--enable-trace`` and ``--otlp-traces-endpoint``, plus the exporter's
+    protocol and a parent-based sampling ratio. ``None``: the standard ``OTEL_*`` environment variable,
+    else the default (resolved by the entrypoint, which alone configures the SDK)."""
+
+    enabled: bool = False
+    endpoint: str | None = None
+    protocol: TraceProtocol | None = None
+    sampling_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol is not None and self.protocol not in TRACE_PROTOCOLS:
+            raise ConfigError(f"unknown OTLP protocol {self.protocol!r}; known: {', '.join(TRACE_PROTOCOLS)}")
+        if self.sampling_ratio is not None and not 0 <= self.sampling_ratio <= 1:
+            raise ConfigError("trace sampling ratio must be between 0 and 1")
+        if self.endpoint is not None and not self.endpoint.strip():
+            raise ConfigError("the OTLP traces endpoint must not be empty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +178,8 @@ class GatewayConfig:
     served_model_name: str | None = None
     policy: PolicyName = "cache_aware"
     routing: PolicyConfig = PolicyConfig()
+    history: HistoryConfig = HistoryConfig()
+    tracing: TracingConfig = TracingConfig()
     request_timeout_secs: float = 1800.0
     max_payload_size: int = 512 * 1024 * 1024
     health_check_interval_secs: float = 60.0
@@ -149,6 +203,16 @@ class GatewayConfig:
     routing_key_override: bool = False
     request_id_headers: tuple[str, ...] = ("x-request-id", "x-correlation-id", "x-trace-id", "request-id")
     log_level: Literal["debug", "info", "warn", "error"] = "info"
+    log_json: bool = False  # one JSON object per line
+    log_dir: str | None = None  # also write the log to smg.log there (rotated daily)
+    log_prompts: bool = False  # prompt and completion texts in the log (never otherwise)
+    # Prometheus /metrics on a listener of its own; host None: the unspecified address of --host's family.
+    prometheus_host: str | None = None
+    prometheus_port: int = 29000
+    prometheus_duration_buckets: tuple[float, ...] = (
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 45, 60, 90, 120, 180, 240,
+        300, 480, 900, 1200, 1800, 2700, 3600, 5400, 7200,
+    )  # fmt: skip
     # Parsers for every model; None: each model's by its name (parsers' tables), "passthrough": none.
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
@@ -176,6 +240,11 @@ class GatewayConfig:
                 raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
         if self.grpc_port is not None and not 0 <= self.grpc_port < 65536:
             raise ConfigError(f"grpc_port {self.grpc_port} out of range")
+        if not 0 <= self.prometheus_port < 65536:
+            raise ConfigError(f"prometheus_port {self.prometheus_port} out of range")
+        buckets = self.prometheus_duration_buckets
+        if not buckets or any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):
+            raise ConfigError("prometheus_duration_buckets must be positive and strictly increasing")
         for name in (
             "tokenizer_cache_l0_max_entries",
             "tokenizer_cache_l0_max_memory",

@@ -7,7 +7,9 @@
     ├── InvalidRequest              400  invalid_request_error: the request itself is wrong
     │   └── UnsupportedParameter    400  a parameter we do not support (never silently ignored)
     ├── ModelNotFound               404  model_not_found
+    ├── NotFound                    404  not_found: a stored response, conversation or item
     ├── NoHealthyWorker             503  no_available_workers
+    ├── HistoryUnavailable          503  history_unavailable: the history backend cannot be reached
     ├── WorkerError                 status mapped from the worker's gRPC status / HTTP status
     │   └── WorkerStreamError       the worker failed after the stream began
     └── InternalError               500  a bug or an unexpected state
@@ -44,6 +46,16 @@ class UnsupportedParameter(InvalidRequest):
 class ModelNotFound(GatewayError):
     code = "model_not_found"
     status = 404
+
+
+class NotFound(GatewayError):
+    code = "not_found"
+    status = 404
+
+
+class HistoryUnavailable(GatewayError):
+    code = "history_unavailable"
+    status = 503
 
 
 class NoHealthyWorker(GatewayError):

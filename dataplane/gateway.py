@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, assert_never
 
-from opentelemetry import metrics
+from opentelemetry.trace import Tracer, TracerProvider
 
 from dataplane import tokenizer_fetch
 from dataplane.circuit import BreakerConfig, CircuitBreaker
@@ -19,15 +19,16 @@ from dataplane.client import SglangClient, ShipsTokenizer, WorkerClient
 from dataplane.config import GatewayConfig, WorkerSpec
 from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
 from dataplane.health import HealthPolicy, monitor_health
+from dataplane.metrics import UNKNOWN_MODEL, GatewayMetrics, RequestMeter
 from dataplane.monitors import KvFeed, maintain, poll_loads
 from dataplane.parsing import ParserNames, parser_names
 from dataplane.pipeline import execute, is_long, prepare, render_and_tokenize, select_worker
 from dataplane.retry import RetryPolicy
 from dataplane.routing import Policy, RouteRequest, make_policy
 from dataplane.sticky import StickyKeys
+from dataplane.telemetry import RequestTrace, tracer
 from dataplane.tokenizer import ModelTokenizer, load_tokenizer
 from dataplane.tokenizer_cache import CacheConfig
-from dataplane.tokenizer_metrics import observe_tokenizer_caches
 from dataplane.types import (
     Choice,
     Completion,
@@ -81,8 +82,16 @@ def _pending(worker: Worker) -> bool:
 class Gateway:
     """Owns workers and models; turns a ``GenerateRequest`` into a stream of ``Event``s."""
 
-    def __init__(self, config: GatewayConfig, client_factory: ClientFactory = grpc_client_factory) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        client_factory: ClientFactory = grpc_client_factory,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.config = config
+        # None: tracing is off, and the data path only checks that. ``tracer_provider``: instead of the
+        # global one the entrypoint installs.
+        self.tracer: Tracer | None = tracer(tracer_provider) if config.tracing.enabled else None
         self.registry = WorkerRegistry()
         self.policy = build_policy(config)
         self.retry = RetryPolicy(
@@ -102,7 +111,8 @@ class Gateway:
         self._models: dict[str, Model] = {}
         self._aliases: dict[str, str] = {}
         self._tokenizers: dict[str, asyncio.Future[ModelTokenizer]] = {}
-        observe_tokenizer_caches(metrics.get_meter("smg.gateway"), self.tokenizers)
+        self.metrics = GatewayMetrics(config.policy, config.prometheus_duration_buckets)
+        self.metrics.watch(self.registry, self.tokenizers)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._worker_tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._health = HealthPolicy(
@@ -151,7 +161,7 @@ class Gateway:
             url=spec.url,
             client=self._client_factory(spec),
             labels=dict(spec.labels),
-            breaker=CircuitBreaker(self._breaker),
+            breaker=CircuitBreaker(self._breaker, observer=self.metrics.breaker(spec.url.url)),
         )
         self.registry.add(worker)
         self._worker_tasks[worker.id] = [self.spawn(self._register(worker, spec.labels, configured))]
@@ -310,23 +320,53 @@ class Gateway:
             )
         return model.tokenizer
 
-    def generate(self, request: GenerateRequest) -> AsyncGenerator[Event, None]:
-        """Validate, tokenize and route eagerly (errors raise here), then stream the worker's events."""
-        model = self.model(request.model)
-        parsers = parser_names(model.id, self.config.tool_call_parser, self.config.reasoning_parser)
-        tok = self.tokenizer(model.id)
-        if is_long(request):
-            return self._generate_long(request, tok, parsers, model.id)
-        prepared = prepare(request, tok, parsers)
-        return execute(request, prepared, self.registry, self.policy, self.retry, model.id, self.spawn)
+    def generate(self, request: GenerateRequest, endpoint: str | None = None) -> AsyncGenerator[Event, None]:
+        """Validate, tokenize and route eagerly (errors raise here), then stream the worker's events.
+        ``endpoint``: the API in the metrics (default: chat for messages, else completions)."""
+        endpoint = endpoint or ("chat" if request.messages is not None else "completions")
+        try:
+            model = self.model(request.model)
+        except ModelNotFound as exc:
+            self.metrics.request(UNKNOWN_MODEL, endpoint, request.stream).failed(exc)
+            raise
+        meter = self.metrics.request(model.id, endpoint, request.stream)
+        try:
+            parsers = parser_names(model.id, self.config.tool_call_parser, self.config.reasoning_parser)
+            tok = self.tokenizer(model.id)
+            tracing = None if self.tracer is None else RequestTrace(self.tracer, request, model.id)
+            if is_long(request):
+                return self._generate_long(request, tok, parsers, model.id, tracing, meter)
+            prepared = prepare(request, tok, parsers, tracing=tracing)
+        except GatewayError as exc:
+            meter.failed(exc)
+            raise
+        if self.config.log_prompts:
+            log.info("prompt: %r", prepared.text)
+        return execute(
+            request, prepared, self.registry, self.policy, self.retry, model.id, self.spawn, tracing, meter
+        )
 
     async def _generate_long(
-        self, request: GenerateRequest, tok: ModelTokenizer, parsers: ParserNames, model_id: str
+        self,
+        request: GenerateRequest,
+        tok: ModelTokenizer,
+        parsers: ParserNames,
+        model_id: str,
+        tracing: RequestTrace | None,
+        meter: RequestMeter,
     ) -> AsyncGenerator[Event, None]:
         """``generate`` for a long prompt, rendered and tokenized off the event loop: a 100k-token prompt
         must not stall every other request. Errors still come before the first event."""
-        prepared = prepare(request, tok, parsers, await render_and_tokenize(request, tok))
-        stream = execute(request, prepared, self.registry, self.policy, self.retry, model_id, self.spawn)
+        try:
+            prepared = prepare(request, tok, parsers, await render_and_tokenize(request, tok, tracing))
+        except GatewayError as exc:
+            meter.failed(exc)
+            raise
+        if self.config.log_prompts:
+            log.info("prompt: %r", prepared.text)
+        stream = execute(
+            request, prepared, self.registry, self.policy, self.retry, model_id, self.spawn, tracing, meter
+        )
         async with contextlib.aclosing(stream):
             async for event in stream:
                 yield event
@@ -361,4 +401,6 @@ class Gateway:
                         assert_never(event)
         if started is None:
             raise InternalError("the event stream ended before it started")
+        if self.config.log_prompts:  # streamed completions are not logged: that would cost per token
+            log.info("completion: %r", [choices[i].text for i in sorted(choices)])
         return Completion(started, [choices[i] for i in sorted(choices)], usage)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dataplane.errors import InvalidRequest, NoHealthyWorker, WorkerError
+from dataplane.errors import GatewayError, InvalidRequest, NoHealthyWorker, WorkerError
+from dataplane.metrics import RequestMeter
 from dataplane.output import OutputSpec, ResponseAssembler
 from dataplane.parsing import ParserNames, plan
-from dataplane.retry import RetryPolicy
+from dataplane.retry import RETRYABLE_STATUSES, RetryPolicy
 from dataplane.routing import Policy, RouteRequest
+from dataplane.telemetry import CHAT_TEMPLATE, SELECT_WORKER, TOKENIZE, RequestTrace, stage
 from dataplane.tokenizer import ModelTokenizer
 from dataplane.tokenizer_cache import OFFLOAD_CHARS
 from dataplane.types import Constraint, Event, GenerateRequest, Started, WireRequest
@@ -43,12 +45,13 @@ def prepare(
     tok: ModelTokenizer,
     parsers: ParserNames | None = None,
     rendered: tuple[str, list[int]] | None = None,
+    tracing: RequestTrace | None = None,
 ) -> Prepared:
     """Render the chat template (or take the prompt), tokenize, work out stop handling, parsing and the
     constraint (``parsers``: the model's; none when not given). ``rendered``: the prompt's text and ids
     when ``render_and_tokenize`` already made them."""
     s = request.sampling
-    text, ids = rendered if rendered is not None else _render_and_tokenize(request, tok)
+    text, ids = rendered if rendered is not None else _render_and_tokenize(request, tok, tracing)
     if not ids:
         raise InvalidRequest("the prompt is empty", param="prompt")
     limit = tok.max_context_length
@@ -79,22 +82,27 @@ def prepare(
     return Prepared(text, ids, wire_stops, spec, constraint)
 
 
-def _render_and_tokenize(request: GenerateRequest, tok: ModelTokenizer) -> tuple[str, list[int]]:
+def _render_and_tokenize(
+    request: GenerateRequest, tok: ModelTokenizer, tracing: RequestTrace | None = None
+) -> tuple[str, list[int]]:
     if request.messages is not None:
-        text = tok.render_chat(
-            request.messages,
-            tools=request.tools,
-            add_generation_prompt=request.add_generation_prompt,
-            continue_final_message=request.continue_final_message,
-            template_kwargs=dict(request.chat_template_kwargs),
-        )
-        return text, tok.encode(text)
+        with stage(tracing, CHAT_TEMPLATE):
+            text = tok.render_chat(
+                request.messages,
+                tools=request.tools,
+                add_generation_prompt=request.add_generation_prompt,
+                continue_final_message=request.continue_final_message,
+                template_kwargs=dict(request.chat_template_kwargs),
+            )
+        with stage(tracing, TOKENIZE):
+            return text, tok.encode(text)
     if request.prompt_ids is not None:
         ids = list(request.prompt_ids)
         _check_ids(ids, tok.vocab_size)
         return "", ids
     text = request.prompt or ""
-    return text, tok.encode(text)
+    with stage(tracing, TOKENIZE):
+        return text, tok.encode(text)
 
 
 def is_long(request: GenerateRequest) -> bool:
@@ -104,21 +112,26 @@ def is_long(request: GenerateRequest) -> bool:
     return len(request.prompt or "") > OFFLOAD_CHARS
 
 
-async def render_and_tokenize(request: GenerateRequest, tok: ModelTokenizer) -> tuple[str, list[int]]:
+async def render_and_tokenize(
+    request: GenerateRequest, tok: ModelTokenizer, tracing: RequestTrace | None = None
+) -> tuple[str, list[int]]:
     """``prepare``'s first step with long text rendered and tokenized on worker threads."""
     if request.messages is None:
         if request.prompt_ids is not None:
             return _render_and_tokenize(request, tok)
         text = request.prompt or ""
+        with stage(tracing, TOKENIZE):
+            return text, await tok.encode_async(text)
+    with stage(tracing, CHAT_TEMPLATE):
+        text = await tok.render_chat_async(
+            request.messages,
+            tools=request.tools,
+            add_generation_prompt=request.add_generation_prompt,
+            continue_final_message=request.continue_final_message,
+            template_kwargs=dict(request.chat_template_kwargs),
+        )
+    with stage(tracing, TOKENIZE):
         return text, await tok.encode_async(text)
-    text = await tok.render_chat_async(
-        request.messages,
-        tools=request.tools,
-        add_generation_prompt=request.add_generation_prompt,
-        continue_final_message=request.continue_final_message,
-        template_kwargs=dict(request.chat_template_kwargs),
-    )
-    return text, await tok.encode_async(text)
 
 
 def _check_ids(ids: Sequence[int], vocab_size: int) -> None:
@@ -144,7 +157,10 @@ def select_worker(
     return worker
 
 
-def build_wire_request(request: GenerateRequest, prepared: Prepared, attempt: int) -> WireRequest:
+def build_wire_request(
+    request: GenerateRequest, prepared: Prepared, attempt: int, metadata: Mapping[str, str] | None = None
+) -> WireRequest:
+    """``metadata``: what goes to the worker as gRPC metadata instead of the client's trace headers."""
     thinking = request.chat_template_kwargs.get(
         "enable_thinking", request.chat_template_kwargs.get("thinking")
     )
@@ -156,7 +172,7 @@ def build_wire_request(request: GenerateRequest, prepared: Prepared, attempt: in
         stop_token_ids=prepared.wire_stop_token_ids,
         stream=request.stream,
         require_reasoning=bool(thinking),
-        metadata=request.trace_carrier,
+        metadata=request.trace_carrier if metadata is None else metadata,
         constraint=prepared.constraint,
     )
 
@@ -169,6 +185,8 @@ async def execute(
     retry: RetryPolicy,
     model_id: str,
     spawn: Callable[[Coroutine[Any, Any, object]], object],
+    tracing: RequestTrace | None = None,
+    meter: RequestMeter | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Run the request on a worker; before the first event, a retryable failure re-runs it on another.
 
@@ -188,14 +206,26 @@ async def execute(
     failure: WorkerError | None = None
     while True:
         try:
-            worker = select_worker(registry, policy, route, tried)
-        except NoHealthyWorker:
+            with stage(tracing, SELECT_WORKER):
+                worker = select_worker(registry, policy, route, tried)
+        except NoHealthyWorker as exc:
+            if meter is not None:
+                meter.failed(failure or exc)
+                if failure is not None:
+                    meter.exhausted()
             if failure is None:
                 raise
             raise failure from None  # the retries ran out of workers: the last worker's own error
         tried.append(worker)
-        wire = build_wire_request(request, prepared, attempt)
-        assembler = ResponseAssembler(prepared.output, request.sampling.n)
+        if meter is not None:
+            meter.selected(worker)
+        url = worker.url
+        traced = None if tracing is None else tracing.generate(url.host, url.port, attempt)
+        wire = build_wire_request(request, prepared, attempt, None if traced is None else traced.metadata)
+        if traced is None:
+            assembler = ResponseAssembler(prepared.output, request.sampling.n)
+        else:
+            assembler = traced.assembler(prepared.output, request.sampling.n)
         started = False
         finished = False
         outcome: int | None = None
@@ -205,6 +235,8 @@ async def execute(
                 async for message in stream:
                     if not started:
                         started = True
+                        if meter is not None:
+                            meter.first_token()
                         yield Started(wire.request_id, model_id, created, worker.url.url)
                     for event in assembler.feed(message):
                         yield event
@@ -217,20 +249,39 @@ async def execute(
                 outcome = 200
             except WorkerError as exc:
                 outcome = exc.status
+                if traced is not None:
+                    traced.fail(exc)
+                if meter is not None:
+                    meter.worker_failed(worker, exc)
                 if started or not retry.should_retry(exc.status, attempt):
+                    if meter is not None:
+                        meter.failed(exc)
+                        if not started and exc.status in RETRYABLE_STATUSES:
+                            meter.exhausted()
                     raise
                 failure = exc
+            except GatewayError as exc:
+                if meter is not None:
+                    meter.failed(exc)
+                raise
             finally:
                 await stream.aclose()
                 if not finished:
                     spawn(worker.client.abort(wire.request_id, "Stream dropped"))
                 if outcome is not None:
                     registry.record_outcome(worker, outcome)
+                if traced is not None:
+                    traced.end(outcome)
         if failure is not None and outcome != 200:
             log.warning("retrying %s after: %s", wire.request_id, failure.message)
-            await asyncio.sleep(retry.backoff(attempt))
+            backoff = retry.backoff(attempt)
+            if meter is not None:
+                meter.retried(attempt, backoff)
+            await asyncio.sleep(backoff)
             attempt += 1
             continue
+        if meter is not None:
+            meter.succeeded(tail)
         if not started:
             yield Started(wire.request_id, model_id, created, worker.url.url)
         for event in tail:

@@ -1,64 +1,62 @@
-"""Tokenizer cache metrics as OpenTelemetry instruments, named after SMG's Prometheus ones.
+"""Tokenizer cache metrics under SMG's Prometheus names, read from the caches' plain counters at scrape time
+(nothing is counted twice on the hot path). Summed over the loaded tokenizers, by layer (``l0``, ``l1``)::
 
-Observed when a reader collects (nothing is counted twice on the hot path: the caches keep plain
-counters). With no SDK configured by the entrypoint the API's no-op provider drops them.
-
-    smg_tokenizer_cache_lookups{tokenizer, layer, result=hit|miss}   counter
-    smg_tokenizer_cache_evictions{tokenizer, layer}                   counter
-    smg_tokenizer_cache_reused_chars{tokenizer, layer}                counter (input served from the cache)
-    smg_tokenizer_cache_entries{tokenizer, layer}                     gauge
-    smg_tokenizer_cache_memory_bytes{tokenizer, layer}                gauge (estimate; bounded by the flags)
+    smg_tokenizer_cache_lookups_total{layer, result=hit|miss}   counter
+    smg_tokenizer_cache_evictions_total{layer}                  counter
+    smg_tokenizer_cache_reused_chars_total{layer}               counter (input served from the cache)
+    smg_tokenizer_cache_entries{layer}                          gauge
+    smg_tokenizer_cache_memory_bytes{layer}                     gauge (estimate; bounded by the flags)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from dataplane.tokenizer import ModelTokenizer
 from dataplane.tokenizer_cache import LayerStats
 
 
-def observe_tokenizer_caches(meter: Meter, tokenizers: Callable[[], Iterable[ModelTokenizer]]) -> None:
-    """Register the instruments; ``tokenizers`` lists the loaded tokenizers at each collection."""
+class TokenizerCacheCollector(Collector):
+    """``tokenizers`` lists the loaded tokenizers at each scrape; one shared by several models counts once."""
 
-    def layers() -> Iterator[tuple[dict[str, str], LayerStats]]:
+    def __init__(self, tokenizers: Callable[[], Iterable[ModelTokenizer]]) -> None:
+        self._tokenizers = tokenizers
+
+    def collect(self) -> Iterator[Metric]:
+        layers: dict[str, list[LayerStats]] = {}
         seen: set[int] = set()
-        for tok in tokenizers():
-            if id(tok.encoder) in seen:  # one tokenizer may serve several models
-                continue
-            seen.add(id(tok.encoder))
-            for stats in tok.encoder.stats():
-                yield {"tokenizer": tok.source, "layer": stats.layer}, stats
-
-    def lookups(_: CallbackOptions) -> Iterable[Observation]:
-        for labels, s in layers():
-            yield Observation(s.hits, labels | {"result": "hit"})
-            yield Observation(s.misses, labels | {"result": "miss"})
-
-    def each(value: Callable[[LayerStats], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        return lambda _: [Observation(value(s), labels) for labels, s in layers()]
-
-    meter.create_observable_counter(
-        "smg_tokenizer_cache_lookups", [lookups], description="Tokenizer cache lookups by layer and result"
-    )
-    meter.create_observable_counter(
-        "smg_tokenizer_cache_evictions",
-        [each(lambda s: s.evictions)],
-        description="Tokenizer cache entries removed for capacity",
-    )
-    meter.create_observable_counter(
-        "smg_tokenizer_cache_reused_chars",
-        [each(lambda s: s.hit_chars)],
-        description="Input characters served by tokenizer cache hits",
-    )
-    meter.create_observable_gauge(
-        "smg_tokenizer_cache_entries", [each(lambda s: s.entries)], description="Tokenizer cache entries"
-    )
-    meter.create_observable_gauge(
-        "smg_tokenizer_cache_memory_bytes",
-        [each(lambda s: s.memory_bytes)],
-        unit="By",
-        description="Estimated memory the tokenizer cache holds",
-    )
+        for tok in self._tokenizers():
+            if id(tok.encoder) not in seen:
+                seen.add(id(tok.encoder))
+                for stats in tok.encoder.stats():
+                    layers.setdefault(stats.layer, []).append(stats)
+        lookups = CounterMetricFamily(
+            "smg_tokenizer_cache_lookups",
+            "Tokenizer cache lookups by layer and result",
+            labels=["layer", "result"],
+        )
+        evictions = CounterMetricFamily(
+            "smg_tokenizer_cache_evictions", "Tokenizer cache entries removed for capacity", labels=["layer"]
+        )
+        reused = CounterMetricFamily(
+            "smg_tokenizer_cache_reused_chars",
+            "Input characters served by tokenizer cache hits",
+            labels=["layer"],
+        )
+        entries = GaugeMetricFamily(
+            "smg_tokenizer_cache_entries", "Tokenizer cache entries", labels=["layer"]
+        )
+        memory = GaugeMetricFamily(
+            "smg_tokenizer_cache_memory_bytes", "Estimated memory the tokenizer cache holds", labels=["layer"]
+        )
+        for layer, all_stats in layers.items():
+            lookups.add_metric([layer, "hit"], sum(s.hits for s in all_stats))
+            lookups.add_metric([layer, "miss"], sum(s.misses for s in all_stats))
+            evictions.add_metric([layer], sum(s.evictions for s in all_stats))
+            reused.add_metric([layer], sum(s.hit_chars for s in all_stats))
+            entries.add_metric([layer], sum(s.entries for s in all_stats))
+            memory.add_metric([layer], sum(s.memory_bytes for s in all_stats))
+        yield from (lookups, evictions, reused, entries, memory)

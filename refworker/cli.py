@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from refworker import tracing
 from refworker.config import LOG_LEVELS, MODES, SCRIPT_NAMES, ConfigError, WorkerConfig
 from refworker.server import RefWorker
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--block-size", type=int, default=16, help="prefix cache block (page) size in tokens")
     add("--no-kv-events", dest="kv_events", action="store_false", help="SubscribeKvEvents -> UNIMPLEMENTED")
     add("--kv-event-history", type=int, default=4096, help="event batches kept for resuming subscribers")
+    add("--otlp-traces-endpoint", default=None, help="export a span per request over OTLP/gRPC to it")
     realistic = parser.add_argument_group("realistic mode (continuous-batching simulator)")
     add = realistic.add_argument
     add("--realistic", action="store_true", help="simulate timing and a finite KV cache")
@@ -93,6 +95,7 @@ async def serve(config: WorkerConfig) -> None:
         await stop.wait()
     finally:
         await worker.stop()
+        tracing.shutdown()  # flushes the last spans
 
 
 def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = config_from_args(args)
+        if args.otlp_traces_endpoint:
+            tracing.configure(args.otlp_traces_endpoint)
         _run(serve(config), args.loop)
     except ConfigError as exc:
         print(f"refworker: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ from smg_grpc_proto.generated import common_pb2 as common
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
 
-from refworker import tokenizer_bundle
+from refworker import tokenizer_bundle, tracing
 from refworker.engine import Engine, GenerationRequest, Live, Plan, RequestRejected
 from refworker.grpc_loads import VERSION, batch_message, engine_load, loads_response
 from refworker.grpc_messages import ResponseBuilder
@@ -31,9 +31,17 @@ class SchedulerService(pb_grpc.SglangSchedulerServicer):  # type: ignore[misc]
         self._bundle: asyncio.Future[tokenizer_bundle.Bundle] | None = None  # built on first request
 
     async def Generate(self, request: Any, context: Context) -> None:
+        metadata = context.invocation_metadata() or ()
+        attributes = {"smg.request_id": request.request_id, "stream": request.stream}
+        with tracing.request_span(metadata, attributes) as span:
+            await self._generate(request, context, metadata)
+            if span is not None:
+                span.set_attribute("prompt_tokens", len(request.tokenized.input_ids))
+
+    async def _generate(self, request: Any, context: Context, metadata: Any) -> None:
         engine = self._engine
         rid: str = request.request_id
-        engine.record.request(rid, request, context.invocation_metadata() or ())
+        engine.record.request(rid, request, metadata)
         params = request.sampling_params
         if params.stop:
             # The tokenizer-less SGLang gRPC worker cannot match text; gateways send stop_token_ids.

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from refworker import tracing
 from refworker.chat_template import Renderer, load_renderer, normalise_messages
 from refworker.engine import Engine, GenerationRequest, Live, Plan, RequestRejected
 from refworker.text_output import TextChoice
@@ -120,6 +121,13 @@ class HttpWorker:
         return await self._generate(request, body, ids, chat=False)
 
     async def _generate(
+        self, request: web.Request, body: dict[str, Any], ids: list[int], chat: bool
+    ) -> web.StreamResponse:
+        attributes = {"stream": bool(body.get("stream")), "prompt_tokens": len(ids)}
+        with tracing.request_span(request.headers, attributes):
+            return await self._respond(request, body, ids, chat)
+
+    async def _respond(
         self, request: web.Request, body: dict[str, Any], ids: list[int], chat: bool
     ) -> web.StreamResponse:
         engine = self._engine

@@ -11,6 +11,9 @@ from dataplane.embedded import embedded_model_dir
 from dataplane.tokenizer import ModelTokenizer
 from tests.fakes.models import llama3_model_dir
 
+# Real PostgreSQL and Redis servers (postgres_server, redis_server) for the history backends' tests.
+pytest_plugins = ("tests.services",)
+
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -21,6 +21,8 @@ FORBIDDEN = {
     "proto": {"dataplane", "adapters", "parsers", "refworker"},
 }
 ALLOWED_GRPC = {"dataplane/client.py"}
+# Database clients: each in the one history backend built on it.
+DB_CLIENTS = {"asyncpg": "dataplane/history/postgres.py", "redis": "dataplane/history/redis.py"}
 
 
 def modules() -> list[Path]:
@@ -55,6 +57,28 @@ def test_dependency_rules(path: Path) -> None:
     )
     if not grpc_ok:
         assert not used & GRPC_LIBS, f"{rel} imports {used & GRPC_LIBS}: only dataplane/client.py may"
+    for client, owner in DB_CLIENTS.items():
+        assert client not in used or str(rel) == owner, f"{rel} imports {client}: only {owner} may"
+
+
+def full_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, dotted names in full."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in modules() if p.relative_to(ROOT).parts[0] == "dataplane"], ids=lambda p: p.name
+)
+def test_the_data_plane_uses_the_opentelemetry_api_only(path: Path) -> None:
+    """The SDK and its exporters are the entrypoint's to configure (adapters/telemetry.py)."""
+    sdk = {n for n in full_imports(path) if n.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))}
+    assert not sdk, f"{path.relative_to(ROOT)} imports {sdk}"
 
 
 def _import_alone(name: str) -> str | None:

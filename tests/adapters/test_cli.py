@@ -274,7 +274,8 @@ async def test_launch_runs_until_sigterm(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    argv = ["-m", "adapters.cli", *WORKER, "--host", "127.0.0.1", "--port", str(port), "--log-level", "debug"]
+    argv = ["-m", "adapters.cli", *WORKER, "--host", "127.0.0.1", "--port", str(port), "--log-level", "debug",
+            "--prometheus-host", "127.0.0.1", "--prometheus-port", "0"]  # fmt: skip
     log = tmp_path / "smg.log"
     with log.open("wb") as sink:
         smg = await asyncio.create_subprocess_exec(sys.executable, *argv, cwd=REPO, stderr=sink)

@@ -182,7 +182,8 @@ def free_port() -> int:
 def serve_args(*extra: str, gateway_port: int | None = None) -> list[str]:
     return [
         "--host", "127.0.0.1", "--port", str(gateway_port or free_port()),
-        "--worker-base-port", str(free_port()), "--router-health-check-interval-secs", "1", *extra,
+        "--worker-base-port", str(free_port()), "--router-health-check-interval-secs", "1",
+        "--router-prometheus-host", "127.0.0.1", "--router-prometheus-port", "0", *extra,
     ]  # fmt: skip
 
 

@@ -71,7 +71,8 @@ def smg_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Pa
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     command = [
         sys.executable, "-m", "adapters.cli", "serve", "--backend", "reference", "--data-parallel-size", "2",
-        "--port", str(port), "--worker-base-port", str(base),
+        "--port", str(port), "--worker-base-port", str(base), "--prometheus-host", "127.0.0.1",
+        "--prometheus-port", "0",
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=env)

@@ -1,0 +1,250 @@
+"""Spans to OTLP protobuf bytes, written directly in the wire format.
+
+The SDK's own encoder builds a protobuf object per span, per attribute and per value and hashes each
+span's resource through ``json.dumps``: ~25 µs per span, on the gateway's one core (the export thread
+holds the GIL), which made sampled tracing cost a quarter of the throughput. This one writes the same
+``ExportTraceServiceRequest`` bytes — the test suite parses both and compares them — in a few µs: the
+resource and scope are encoded once per batch, attribute keys once per process.
+
+``GrpcSpanExporter`` is the SDK's OTLP/gRPC exporter with this encoder in front, its stub sending the
+bytes as they are.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind
+
+_SMALL = [bytes([n]) for n in range(128)]
+_DOUBLE = struct.Struct("<d")
+_FIXED64 = struct.Struct("<Q")
+_FIXED32 = struct.Struct("<I")
+# SpanFlags: the parent's is_remote is known (0x100), and it is remote (0x200).
+_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
+_KIND = {  # field 6, the enum's value
+    SpanKind.INTERNAL: b"\x30\x01",
+    SpanKind.SERVER: b"\x30\x02",
+    SpanKind.CLIENT: b"\x30\x03",
+    SpanKind.PRODUCER: b"\x30\x04",
+    SpanKind.CONSUMER: b"\x30\x05",
+}
+_UNSET_STATUS = b"\x7a\x00"
+# Encoded fields by content: span names, attribute keys and most attribute values repeat from request to
+# request (a model name, a worker address, a finish reason). Cleared when full: a unique value (a request
+# id) costs one entry.
+_CACHED = 4096
+_cache: dict[tuple[Any, ...], bytes] = {}
+
+
+def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _SMALL[n]
+    n &= 0xFFFFFFFFFFFFFFFF  # negative int64: ten bytes of two's complement, as protobuf writes it
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field (``tag`` is the one-byte or two-byte key)."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _text(tag: bytes, text: str) -> bytes:
+    return _field(tag, text.encode())
+
+
+def _value(value: Any) -> bytes | None:
+    """An ``AnyValue`` message (``None``: a type OTLP cannot carry, left out as the SDK's encoder does)."""
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _text(b"\x0a", value)
+    if isinstance(value, int):
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE.pack(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if type(value) in (tuple, list) or isinstance(value, Sequence):
+        items = [_value(v) for v in value]
+        if any(item is None for item in items):
+            return None
+        return _field(b"\x2a", b"".join(_field(b"\x0a", item) for item in items if item is not None))
+    if isinstance(value, Mapping):
+        pairs = [_key_value(str(k), v) for k, v in value.items()]
+        if any(pair is None for pair in pairs):
+            return None
+        return _field(b"\x32", b"".join(_field(b"\x0a", pair) for pair in pairs if pair is not None))
+    return None
+
+
+def _key_value(key: str, value: Any) -> bytes | None:
+    encoded = _value(value)
+    if encoded is None:
+        return None
+    return _text(b"\x0a", key) + b"\x12" + _varint(len(encoded)) + encoded
+
+
+def _remember(key: tuple[Any, ...], field: bytes) -> bytes:
+    if len(_cache) >= _CACHED:
+        _cache.clear()
+    _cache[key] = field
+    return field
+
+
+def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]:
+    """``KeyValue`` fields with key ``tag``."""
+    if not attributes:
+        return []
+    out = []
+    cache = _cache
+    for key, value in attributes.items():
+        # The type too: True == 1 == 1.0 as dictionary keys.
+        cache_key: tuple[Any, ...] = (tag, key, type(value), value)
+        try:
+            out.append(cache[cache_key])
+            continue
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value (a list)
+            cache_key = ()
+        kv = _key_value(key, value)
+        if kv is None:
+            continue
+        field = tag + _varint(len(kv)) + kv
+        out.append(_remember(cache_key, field) if cache_key else field)
+    return out
+
+
+def _flags(parent: SpanContext | None) -> bytes:
+    return _FIXED32.pack(_HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0))
+
+
+def _trace_state(context: SpanContext) -> str:
+    state = context.trace_state
+    return ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
+
+
+def encode_span(span: ReadableSpan) -> bytes:
+    """One ``Span`` message."""
+    context = span.get_span_context()
+    assert context is not None
+    parts = [
+        b"\x0a\x10",
+        context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        context.span_id.to_bytes(8, "big"),
+    ]
+    if state := _trace_state(context):
+        parts.append(_text(b"\x1a", state))
+    parent = span.parent
+    if parent is not None:
+        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+    name = _cache.get(("name", span.name)) or _remember(("name", span.name), _text(b"\x2a", span.name))
+    parts += (name, _KIND[span.kind])
+    if span.start_time:
+        parts += (b"\x39", _FIXED64.pack(span.start_time))
+    if span.end_time:
+        parts += (b"\x41", _FIXED64.pack(span.end_time))
+    parts += _attributes(b"\x4a", span.attributes)
+    if span.dropped_attributes:
+        parts += (b"\x50", _varint(span.dropped_attributes))
+    for event in span.events:
+        body = [b"\x09", _FIXED64.pack(event.timestamp), _text(b"\x12", event.name)]
+        body += _attributes(b"\x1a", event.attributes)
+        if event.dropped_attributes:
+            body += (b"\x20", _varint(event.dropped_attributes))
+        parts.append(_field(b"\x5a", b"".join(body)))
+    if span.dropped_events:
+        parts += (b"\x60", _varint(span.dropped_events))
+    for link in span.links:
+        body = [b"\x0a\x10", link.context.trace_id.to_bytes(16, "big"), b"\x12\x08"]
+        body.append(link.context.span_id.to_bytes(8, "big"))
+        body += _attributes(b"\x22", link.attributes)
+        if link.dropped_attributes:
+            body += (b"\x28", _varint(link.dropped_attributes))
+        body += (b"\x35", _flags(link.context))
+        parts.append(_field(b"\x6a", b"".join(body)))
+    if span.dropped_links:
+        parts += (b"\x70", _varint(span.dropped_links))
+    status = span.status
+    code = status.status_code.value
+    if code or status.description:
+        message = _text(b"\x12", status.description) if status.description else b""
+        parts.append(_field(b"\x7a", message + (b"\x18" + _SMALL[code] if code else b"")))
+    else:
+        parts.append(_UNSET_STATUS)
+    parts += (b"\x85\x01", _flags(parent))
+    return b"".join(parts)
+
+
+def _resource(resource: Resource) -> bytes:
+    return b"".join(_attributes(b"\x0a", resource.attributes))
+
+
+def _scope(scope: InstrumentationScope | None) -> bytes:
+    if scope is None:
+        return b""
+    parts = [_text(b"\x0a", scope.name) if scope.name else b""]
+    if scope.version:
+        parts.append(_text(b"\x12", scope.version))
+    parts += _attributes(b"\x1a", scope.attributes)
+    return b"".join(parts)
+
+
+def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ``ExportTraceServiceRequest``: the spans grouped by resource, then by instrumentation scope."""
+    groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
+    for span in spans:
+        resource, scope = span.resource, span.instrumentation_scope
+        scopes = groups.setdefault(id(resource), (resource, {}))[1]
+        scopes.setdefault(id(scope), (scope, []))[1].append(encode_span(span))
+    out = []
+    for resource, scopes in groups.values():
+        body = [_field(b"\x0a", _resource(resource))]
+        for scope, encoded in scopes.values():
+            scope_spans = [_field(b"\x0a", _scope(scope)), *(_field(b"\x12", span) for span in encoded)]
+            if scope is not None and scope.schema_url:
+                scope_spans.append(_text(b"\x1a", scope.schema_url))
+            body.append(_field(b"\x12", b"".join(scope_spans)))
+        if resource.schema_url:
+            body.append(_text(b"\x1a", resource.schema_url))
+        out.append(_field(b"\x0a", b"".join(body)))
+    return b"".join(out)
+
+
+class _RawTraceService:
+    """``TraceService.Export`` taking its request already serialised (gRPC sends bytes as they are)."""
+
+    def __init__(self, channel: Any) -> None:
+        self.Export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=None,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+
+
+class GrpcSpanExporter(OTLPSpanExporter):
+    """The SDK's OTLP/gRPC span exporter (retries, timeouts, reconnection, headers, compression, the
+    ``OTEL_EXPORTER_OTLP_*`` variables) sending what ``encode_request`` wrote."""
+
+    def _initialize_channel_and_stub(self) -> None:
+        self._stub = _RawTraceService  # the SDK builds its client from it, now and on reconnection
+        super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
+        return encode_request(data)
