@@ -66,8 +66,11 @@ async def stream_events(
     events: AsyncGenerator[Event, None],
     make_formatter: Callable[[Started], Formatter],
     headers: dict[str, str],
+    *,
+    named: bool = False,
 ) -> web.StreamResponse:
-    """Send an event stream as SSE.
+    """Send an event stream as SSE; ``named``: each event also gets an ``event:`` line with its payload's
+    ``type``, as OpenAI streams the Responses API.
 
     Errors before the worker's first message propagate (the client gets a JSON error with a status);
     after that they go in-band and the stream still ends with ``[DONE]``. A client that goes away closes
@@ -83,7 +86,7 @@ async def stream_events(
         # Events are produced by their own task and written by this one, all that is ready in one write:
         # worker messages that arrive together leave in one send() instead of one each.
         ready: asyncio.Queue[bytes | GatewayError | None] = asyncio.Queue(maxsize=256)  # backpressure
-        producer = asyncio.create_task(_produce(events, formatter, ready))
+        producer = asyncio.create_task(_produce(events, formatter, ready, named))
         try:
             ended = False
             while not ended:
@@ -115,6 +118,7 @@ async def _produce(
     events: AsyncGenerator[Event, None],
     formatter: Formatter,
     ready: asyncio.Queue[bytes | GatewayError | None],
+    named: bool,
 ) -> None:
     end: GatewayError | None = None
     first = True
@@ -122,6 +126,8 @@ async def _produce(
         async for event in events:
             for payload in formatter.on_event(event):
                 data = b"data: " + orjson.dumps(payload) + b"\n\n"
+                if named:
+                    data = b"event: " + payload["type"].encode() + b"\n" + data
                 if ready.full():  # backpressure: the client reads slower than the worker writes
                     await ready.put(data)
                 else:

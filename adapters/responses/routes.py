@@ -40,7 +40,7 @@ async def create_response(
     events = request.app[GATEWAY].generate(generate, endpoint="responses")
     turn = run_turn(events, builder, lambda: persist(store, call, builder.response))
     if call.stream:
-        return await stream_events(request, turn, lambda _: _Drain(builder), ctx.headers)
+        return await stream_events(request, turn, lambda _: _Drain(builder), ctx.headers, named=True)
     async with contextlib.aclosing(turn):
         async for _ in turn:
             pass

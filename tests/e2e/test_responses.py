@@ -252,6 +252,23 @@ async def test_stream_event_sequence(client: openai.AsyncOpenAI) -> None:
     assert comparable(await client.responses.retrieve(final.id)) == comparable(final)
 
 
+async def test_stream_wire_names_every_event(http: aiohttp.ClientSession, shared: Deployment) -> None:
+    """As OpenAI sends it: ``event: <type>`` before each ``data:`` line; ``[DONE]`` last, as SMG ends it."""
+    body = {"model": MODEL, "stream": True, "input": "hi", "max_output_tokens": 4}
+    async with http.post(f"{shared.url}/v1/responses", json=body) as reply:
+        assert reply.status == 200
+        blocks = (await reply.text()).split("\n\n")
+    assert blocks[-2:] == ["data: [DONE]", ""]
+    names = []
+    for block in blocks[:-2]:
+        event, data = block.split("\n")
+        assert event.startswith("event: ") and data.startswith("data: ")
+        assert json.loads(data[len("data: ") :])["type"] == event[len("event: ") :]
+        names.append(event[len("event: ") :])
+    assert names[:2] == ["response.created", "response.in_progress"]
+    assert names[-1] == "response.incomplete"
+
+
 @pytest.mark.parametrize(
     ("content", "tools", "expected"),
     [
