@@ -21,12 +21,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 _SMALL = [bytes([n]) for n in range(128)]
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
+# trace_id (field 1, 16 bytes) and span_id (field 2, 8 bytes) in one go: the trace id as two halves.
+_IDS = struct.Struct(">2sQQ2sQ")
+_PARENT = struct.Struct(">2sQ")  # parent_span_id, field 4
+_TIMES = struct.Struct("<cQcQ")  # start and end time, fields 7 and 8 (fixed64)
+_LOW64 = (1 << 64) - 1
 # SpanFlags: the parent's is_remote is known (0x100), and it is remote (0x200).
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 _KIND = {  # field 6, the enum's value
@@ -134,6 +139,10 @@ def _flags(parent: SpanContext | None) -> bytes:
     return _FIXED32.pack(_HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0))
 
 
+_SPAN_FLAGS = b"\x85\x01" + _flags(None)  # field 16 of a span whose parent is local, or none
+_REMOTE_SPAN_FLAGS = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+
+
 def _trace_state(context: SpanContext) -> str:
     state = context.trace_state
     return ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
@@ -143,23 +152,23 @@ def encode_span(span: ReadableSpan) -> bytes:
     """One ``Span`` message."""
     context = span.get_span_context()
     assert context is not None
-    parts = [
-        b"\x0a\x10",
-        context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        context.span_id.to_bytes(8, "big"),
-    ]
+    trace_id = context.trace_id
+    parts = [_IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", context.span_id)]
     if state := _trace_state(context):
         parts.append(_text(b"\x1a", state))
     parent = span.parent
     if parent is not None:
-        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        parts.append(_PARENT.pack(b"\x22\x08", parent.span_id))
     name = _cache.get(("name", span.name)) or _remember(("name", span.name), _text(b"\x2a", span.name))
     parts += (name, _KIND[span.kind])
-    if span.start_time:
-        parts += (b"\x39", _FIXED64.pack(span.start_time))
-    if span.end_time:
-        parts += (b"\x41", _FIXED64.pack(span.end_time))
+    start, end = span.start_time, span.end_time
+    if start and end:
+        parts.append(_TIMES.pack(b"\x39", start, b"\x41", end))
+    else:
+        if start:
+            parts += (b"\x39", _FIXED64.pack(start))
+        if end:
+            parts += (b"\x41", _FIXED64.pack(end))
     parts += _attributes(b"\x4a", span.attributes)
     if span.dropped_attributes:
         parts += (b"\x50", _varint(span.dropped_attributes))
@@ -182,13 +191,13 @@ def encode_span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         parts += (b"\x70", _varint(span.dropped_links))
     status = span.status
-    code = status.status_code.value
-    if code or status.description:
+    if status.status_code is StatusCode.UNSET and not status.description:
+        parts.append(_UNSET_STATUS)
+    else:
+        code = status.status_code.value
         message = _text(b"\x12", status.description) if status.description else b""
         parts.append(_field(b"\x7a", message + (b"\x18" + _SMALL[code] if code else b"")))
-    else:
-        parts.append(_UNSET_STATUS)
-    parts += (b"\x85\x01", _flags(parent))
+    parts.append(_REMOTE_SPAN_FLAGS if parent is not None and parent.is_remote else _SPAN_FLAGS)
     return b"".join(parts)
 
 
@@ -211,8 +220,11 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
     for span in spans:
         resource, scope = span.resource, span.instrumentation_scope
-        scopes = groups.setdefault(id(resource), (resource, {}))[1]
-        scopes.setdefault(id(scope), (scope, []))[1].append(encode_span(span))
+        if (group := groups.get(id(resource))) is None:
+            group = groups[id(resource)] = (resource, {})
+        if (members := group[1].get(id(scope))) is None:
+            members = group[1][id(scope)] = (scope, [])
+        members[1].append(encode_span(span))
     out = []
     for resource, scopes in groups.values():
         body = [_field(b"\x0a", _resource(resource))]

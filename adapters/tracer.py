@@ -36,6 +36,8 @@ from opentelemetry.util.types import Attributes
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
+_INHERITED = TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID  # what a child takes of its parent's flags
+_FLAGS = tuple(TraceFlags(bits) for bits in range(_INHERITED + 1))  # made once, not per span
 
 
 class LeanSpan(trace_api.Span, ReadableSpan):
@@ -52,24 +54,38 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         links: Sequence[Link],
         start_time: int,
     ) -> None:
-        ReadableSpan.__init__(
-            self,
-            name,
-            context,
-            parent,
-            resource=tracer.provider.resource,
-            attributes=attributes,
-            events=[],
-            links=tuple(links),
-            kind=kind,
-            status=_UNSET,
-            start_time=start_time,
-            instrumentation_scope=tracer.scope,
-        )
+        # ReadableSpan.__init__'s fields, set here: one call less per span.
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._instrumentation_info = None
+        self._instrumentation_scope = tracer.scope
+        self._parent = parent
+        self._start_time = start_time
+        self._end_time: int | None = None
+        self._attributes = attributes
+        self._events: Sequence[Event] = ()  # most spans have none: a tuple, replaced when one is added
+        self._links = tuple(links)
+        self._resource = tracer.provider.resource
+        self._status = _UNSET
         self._processor = tracer.provider.processor
 
     def get_span_context(self) -> SpanContext:
         return self._context  # type: ignore[return-value]
+
+    # Read once per span by the encoder; nothing is ever dropped here (no limits), and the SDK's versions
+    # find that out with three ABC ``isinstance`` checks.
+    @property
+    def dropped_attributes(self) -> int:
+        return 0
+
+    @property
+    def dropped_events(self) -> int:
+        return 0
+
+    @property
+    def dropped_links(self) -> int:
+        return 0
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -84,7 +100,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
         if self._end_time is None:
-            self._events.append(Event(name, attributes, timestamp or time.time_ns()))  # type: ignore[attr-defined]
+            self._events = (*self._events, Event(name, attributes, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if self._end_time is None and context.is_valid:
@@ -159,7 +175,7 @@ class LeanTracer(trace_api.Tracer):
         if parent is not None and parent.is_valid:
             trace_id, state = parent.trace_id, parent.trace_state
             # Parent-based: the caller decided; its random-trace-id flag carries over.
-            flags = TraceFlags(parent.trace_flags & (TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID))
+            flags = _FLAGS[parent.trace_flags & _INHERITED]
         else:
             parent, state = None, None
             trace_id = provider.ids.generate_trace_id()

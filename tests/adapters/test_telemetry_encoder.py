@@ -6,14 +6,19 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.otlp_encoder import encode_request
+from adapters.tracer import LeanTracerProvider
 
 RESOURCE = Resource.create({"service.name": "smg", "service.instance.id": "a1"})
 OTHER_RESOURCE = Resource({"service.name": "other"}, schema_url="https://opentelemetry.io/schemas/1.21.0")
@@ -96,3 +101,30 @@ scalars = st.one_of(
 @given(st.dictionaries(st.text(max_size=10), st.one_of(scalars, st.lists(scalars, max_size=4)), max_size=6))
 def test_any_attributes(attributes: dict[str, Any]) -> None:
     same_as_sdk([span(attributes=attributes)])
+
+
+def test_the_lean_tracers_spans_encode_as_the_sdks_encoder_reads_them() -> None:
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(RESOURCE, 1.0, SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("smg", "1.2.3")
+    caller = TraceContextTextMapPropagator().extract(
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "k=v"}
+    )
+    server = tracer.start_span("POST /v1/chat/completions", caller, kind=SpanKind.SERVER)
+    below = trace.set_span_in_context(server)
+    with tracer.start_span("tokenize", below):
+        pass
+    generate = tracer.start_span("generate", below, kind=SpanKind.CLIENT, attributes={"a": 1})
+    generate.add_event("first_token")
+    generate.add_event("second", {"n": 2}, timestamp=5)
+    generate.set_attributes({"gen_ai.response.finish_reasons": ("length",), "gen_ai.usage.output_tokens": 64})
+    generate.set_status(Status(StatusCode.ERROR, "worker is down"))
+    generate.end()
+    server.end()
+    spans = list(exporter.get_finished_spans())
+    assert [s.name for s in spans] == ["tokenize", "generate", "POST /v1/chat/completions"]
+    same_as_sdk(spans)
+    assert [e.name for e in spans[1].events] == ["first_token", "second"] and spans[0].events == ()
+    assert (spans[1].dropped_attributes, spans[1].dropped_events, spans[1].dropped_links) == (0, 0, 0)
+    # The lean span sets every field ReadableSpan.__init__ sets (it does so itself, to save a call).
+    assert set(vars(ReadableSpan("x"))) <= set(vars(spans[0]))
