@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -114,6 +115,16 @@ async def _gateway_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.stop()
 
 
+async def _freeze_start_up_heap(gateway: Gateway) -> None:
+    """Once the first worker is ready (its tokenizer and template loaded), move everything allocated so far
+    out of the garbage collector's reach: full collections then walk only what requests allocate, not the
+    libraries' and tokenizers' long-lived objects (bench/compare.py (b), paired runs: ~5 % less gateway
+    CPU per request)."""
+    await gateway.first_ready.wait()
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:
     """Run the gateway on ``config.host:config.port`` until ``stop`` is set, then shut down gracefully."""
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the worker request
@@ -131,6 +142,7 @@ async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:
         site = web.TCPSite(runner, config.host, config.port, reuse_port=True)
         await site.start()
         log.info("gateway listening on http://%s:%d", config.host, config.port)
+        app[GATEWAY].spawn(_freeze_start_up_heap(app[GATEWAY]))
         registry = app[GATEWAY].metrics.registry
         registry.register(ConnectionCollector(lambda: len(runner.server.connections) if runner.server else 0))
         host = listener_host(config.prometheus_host, config.host)

@@ -114,6 +114,7 @@ class Gateway:
         self.metrics = GatewayMetrics(config.policy, config.prometheus_duration_buckets)
         self.metrics.watch(self.registry, self.tokenizers)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.first_ready = asyncio.Event()  # set when the first worker is registered
         self._worker_tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._health = HealthPolicy(
             interval=config.health_check_interval_secs,
@@ -214,6 +215,7 @@ class Gateway:
             }
             worker.consecutive_failures = worker.consecutive_successes = 0
             self.registry.set_status(worker, "ready")
+            self.first_ready.set()
             log.info("worker %s registered for model %s", worker.url.url, model.id)
             if self.policy.kv_events is not None and worker.url.mode == "grpc":
                 feed = KvFeed(worker, self.policy.kv_events)
