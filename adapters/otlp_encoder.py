@@ -118,8 +118,9 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]
     out = []
     cache = _cache
     for key, value in attributes.items():
-        # The type too: True == 1 == 1.0 as dictionary keys.
-        cache_key: tuple[Any, ...] = (tag, key, type(value), value)
+        # The type too: True == 1 == 1.0 as dictionary keys; a float's bits: 0.0 == -0.0.
+        bits = _DOUBLE.pack(value) if type(value) is float else value
+        cache_key: tuple[Any, ...] = (tag, key, type(value), bits)
         try:
             out.append(cache[cache_key])
             continue

@@ -103,6 +103,12 @@ def test_any_attributes(attributes: dict[str, Any]) -> None:
     same_as_sdk([span(attributes=attributes)])
 
 
+def test_equal_values_of_other_bits_or_types_are_not_confused_by_the_cache() -> None:
+    """Found by test_any_attributes: 0.0 == -0.0 (and True == 1 == 1.0) as dictionary keys."""
+    for value in (0.0, -0.0, 0.0, 1, True, 1.0, 1):
+        same_as_sdk([span(attributes={"x": value})])
+
+
 def test_the_lean_tracers_spans_encode_as_the_sdks_encoder_reads_them() -> None:
     exporter = InMemorySpanExporter()
     provider = LeanTracerProvider(RESOURCE, 1.0, SimpleSpanProcessor(exporter))
