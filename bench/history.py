@@ -288,7 +288,7 @@ def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def render(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     head = ["backend", "workload", "resp/s", "vs memory", "p50 ms", "p99 ms", "gw CPU ms/resp",
             "db CPU ms/resp", "other CPU", "errors"]  # fmt: skip
-    rows = [head]
+    rows = []
     for workload in WORKLOADS:
         memory = median(results["memory"][workload])["resp_s"] if "memory" in results else None
         for backend, by_workload in results.items():
@@ -300,10 +300,7 @@ def render(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
                 fmt(r["gateway_cpu_ms_per_resp"], ".2f"), fmt(r["db_cpu_ms_per_resp"], ".2f"),
                 fmt(r["foreign_cpu_cores"], ".2f"), str(r["errors"]),
             ])  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return report.table(head, rows)
 
 
 def main() -> int:

@@ -179,11 +179,15 @@ def render(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain text table, every column left-aligned (the bench scripts' printed figures)."""
+    everything = [headers, *rows]
+    widths = [max(len(r[i]) for r in everything) for i in range(len(headers))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in everything]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def render_targets(checks: list[dict[str, Any]]) -> str:
     rows = [[c["target"], _fmt(c["ours"], 2), _fmt(c["smg"], 2), c["verdict"]] for c in checks]
-    headers = ["target", "ours", "smg", "verdict"]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(4)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("-+-".join("-" * w for w in widths))
-    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
+    return table(["target", "ours", "smg", "verdict"], rows)

@@ -56,6 +56,7 @@ import checks  # noqa: E402
 import grpc  # noqa: E402
 import orjson  # noqa: E402
 import procs  # noqa: E402
+import report  # noqa: E402
 import uvloop  # noqa: E402
 from google.protobuf.json_format import MessageToDict  # noqa: E402
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb  # noqa: E402
@@ -405,7 +406,7 @@ def render(results: list[dict[str, Any]]) -> str:
         "errors",
         "random: max/min",
     ]
-    rows = [head]
+    rows = []
     for result in results:
         title = result["config"]["title"]
         if not result["available"]:
@@ -427,10 +428,7 @@ def render(results: list[dict[str, Any]]) -> str:
             str(shared["errors"] + (randomized or {}).get("errors", 0) + len(result["sample_problems"])),
             spread,
         ])  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return report.table(head, rows)
 
 
 def main() -> int:

@@ -61,6 +61,7 @@ project_venv.enter(__file__)
 
 import procs  # noqa: E402
 import procstats  # noqa: E402
+import report  # noqa: E402
 import workload  # noqa: E402
 
 MODEL = "Qwen/Qwen3-0.6B"
@@ -393,13 +394,8 @@ def ratio(a: float, b: float) -> str:
 
 
 def render(rows: list[tuple[str, str, float, float, int]]) -> str:
-    header = ("workload", "metric", "ours", "smg", "ours/smg")
-    lines = [(w, m, fmt(o, d), fmt(s, d), ratio(o, s)) for w, m, o, s, d in rows]
-    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(5)]
-    out = [" | ".join(str(c).ljust(widths[i]) for i, c in enumerate(header))]
-    out.append("-+-".join("-" * w for w in widths))
-    out += [" | ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)) for r in lines]
-    return "\n".join(out)
+    lines = [[w, m, fmt(o, d), fmt(s, d), ratio(o, s)] for w, m, o, s, d in rows]
+    return report.table(["workload", "metric", "ours", "smg", "ours/smg"], lines)
 
 
 # ---- main ----------------------------------------------------------------------------------------------
