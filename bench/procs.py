@@ -138,8 +138,8 @@ def run_locked(main: Callable[[], int], timeout: float = 1800) -> NoReturn:
 
 
 def write_results(out: Path, data: Any, text: str, logs: Path) -> None:
-    """The run's figures as JSON at ``out`` and the printed table beside it (``.txt``)."""
-    out.write_text(json.dumps(data, indent=1))
+    """The run's figures as JSON at ``out`` (paths as text) and the printed table beside it (``.txt``)."""
+    out.write_text(json.dumps(data, indent=1, default=str))
     out.with_suffix(".txt").write_text(text + "\n")
     print(f"\nwrote {out} (+ .txt); logs in {logs}")
 

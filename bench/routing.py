@@ -475,8 +475,7 @@ def main() -> int:
     print(text, flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"routing-{stamp}.json"
-    meta = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    procs.write_results(out, {"meta": meta, "results": results}, text, logs)
+    procs.write_results(out, {"meta": vars(args), "results": results}, text, logs)
     return 0
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dataplane.circuit import BreakerConfig, BreakerState, CircuitBreaker
 from dataplane.errors import (
@@ -27,6 +26,7 @@ from dataplane.types import Chunk, EngineLoad, Event, Usage, WireRequest, Worker
 from tests.dataplane.gateways import EOS, MODEL, chat, started_gateway
 from tests.dataplane.test_reliability import failing
 from tests.fakes.worker import Script, complete
+from tests.scrape import Scrape
 
 ROUTER = {"router_type": "grpc", "backend_type": "regular", "model": MODEL}
 
@@ -34,21 +34,6 @@ ROUTER = {"router_type": "grpc", "backend_type": "regular", "model": MODEL}
 def three_tokens(request: WireRequest) -> list[WorkerMessage]:
     n = len(request.input_ids)
     return [Chunk(0, [9707], n, 1, 0), Chunk(0, [1879], n, 2, 0), complete([0, EOS], prompt=n, matched=EOS)]
-
-
-class Scrape:
-    """One scrape of a registry: families by name, samples by name and labels."""
-
-    def __init__(self, text: str) -> None:
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples = [s for f in self.families.values() for s in f.samples]
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sum of ``name``'s samples whose labels include ``labels`` (0 when none)."""
-        return sum(s.value for s in self.samples if s.name == name and labels.items() <= s.labels.items())
-
-    def labels(self, name: str) -> list[dict[str, str]]:
-        return [s.labels for s in self.samples if s.name == name]
 
 
 def scrape(gw: Gateway) -> Scrape:

@@ -27,29 +27,15 @@ from typing import Any
 
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import MODEL
 from tests.e2e.test_cli import PROJECT_ROOT, free_port, readiness
 from tests.fakes.refworker_proc import RefWorkerProcs
+from tests.scrape import Scrape
 
 SECRET = f"SECRET-{uuid.uuid4().hex}"  # in every prompt; never in a log line
 CHAT = "/v1/chat/completions"
 STARTUP_TIMEOUT = 40.0
-
-
-class Scrape:
-    """One scrape of ``/metrics``: families by name; sample sums by name and a subset of labels."""
-
-    def __init__(self, text: str) -> None:
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples = [s for f in self.families.values() for s in f.samples]
-
-    def value(self, name: str, **labels: str) -> float:
-        return sum(s.value for s in self.samples if s.name == name and labels.items() <= s.labels.items())
-
-    def label_names(self, family: str) -> set[tuple[str, ...]]:
-        return {tuple(sorted(set(s.labels) - {"le"})) for s in self.families[family].samples}
 
 
 @dataclass
