@@ -3,14 +3,14 @@ and the SERVER-span middleware, with spans recorded by the real SDK into memory.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -25,7 +25,7 @@ from adapters import cli
 from adapters.app import errors_middleware
 from adapters.context import REQUEST_ID_HEADERS
 from adapters.router_args import UNSUPPORTED_FLAGS
-from adapters.telemetry import ExportSettings, export_settings, tracer_provider
+from adapters.telemetry import EXPORT_BATCH_SIZE, ExportSettings, export_settings, tracer_provider
 from adapters.tracing import tracing_middleware
 from dataplane.config import TracingConfig
 from dataplane.errors import ConfigError, WorkerError
@@ -150,6 +150,39 @@ def test_the_provider_names_the_service_and_samples_by_ratio_below_a_sampled_cal
     assert default.resource.attributes["service.name"] == "smg"
     assert provider.resource.attributes["service.name"] == "gateway-eu"
     default.shutdown()
+
+
+class BatchSizes(InMemorySpanExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.sizes.append(len(spans))
+        return super().export(spans)
+
+
+@pytest.mark.parametrize(
+    ("environ", "largest"),
+    [
+        ({}, EXPORT_BATCH_SIZE),
+        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100", "OTEL_BSP_MAX_QUEUE_SIZE": "4096"}, 100),
+    ],
+    ids=["ours", "OTEL_BSP_*"],
+)
+def test_spans_leave_in_large_batches_unless_the_variables_say_otherwise(
+    environ: dict[str, str], largest: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)  # the SDK's processor reads them itself
+    exporter = BatchSizes()
+    provider = tracer_provider(ExportSettings("http://localhost:4317", "grpc", 1.0), environ, exporter)
+    tracer = provider.get_tracer("test")
+    for _ in range(EXPORT_BATCH_SIZE + 50):
+        tracer.start_span("stage").end()
+    provider.shutdown()
+    assert sum(exporter.sizes) == EXPORT_BATCH_SIZE + 50  # none dropped
+    assert max(exporter.sizes) == largest
 
 
 # ---- the SERVER span middleware ----------------------------------------------------------------------
