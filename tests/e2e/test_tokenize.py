@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -154,22 +155,33 @@ async def test_tokenizers_list_and_cache_counters(http: aiohttp.ClientSession, s
         assert reply.status == 404 and (await reply.json())["error"]["code"] == "model_not_found"
 
 
-async def test_a_100k_token_prompt_does_not_stall_other_requests(
-    http: aiohttp.ClientSession, shared: Deployment
-) -> None:
-    """Small requests keep being answered while a 100k-token prompt is tokenized (off the event loop)."""
-    big = "The quick brown fox jumps over the lazy dog; " * 10_000 + new_rid()  # ~100k tokens, uncached
+async def small_requests_during(
+    shared: Deployment, big: Coroutine[Any, Any, tuple[int, Any]]
+) -> tuple[int, Any, list[float]]:
+    """``big``'s status and body, and the latency of each small tokenize request sent while it ran."""
     small = {"model": MODEL, "prompt": "hello"}
     url = f"{shared.url}/v1/tokenize"
     async with aiohttp.ClientSession() as other:  # its own connection, not queued behind the big one
         await post(other, url, small)
-        task = asyncio.create_task(post(http, url, {"model": MODEL, "prompt": big}))
+        task = asyncio.create_task(big)
         latencies: list[float] = []
         while not task.done():
             started = time.perf_counter()
             assert (await post(other, url, small))[0] == 200
             latencies.append(time.perf_counter() - started)
         status, body = await task
+    return status, body, latencies
+
+
+async def test_a_100k_token_prompt_does_not_stall_other_requests(
+    http: aiohttp.ClientSession, shared: Deployment
+) -> None:
+    """Small requests keep being answered while a 100k-token prompt is tokenized (off the event loop)."""
+    big = "The quick brown fox jumps over the lazy dog; " * 10_000 + new_rid()  # ~100k tokens, uncached
+    url = f"{shared.url}/v1/tokenize"
+    status, body, latencies = await small_requests_during(
+        shared, post(http, url, {"model": MODEL, "prompt": big})
+    )
     assert status == 200 and body["count"] >= 100_000
     slowest = max(latencies) * 1000
     print(f"{len(latencies)} small requests during a 100k-token tokenize; slowest {slowest:.1f} ms")
@@ -182,17 +194,9 @@ async def test_a_100k_token_chat_prompt_does_not_stall_other_requests(
     """The chat path renders and tokenizes a long conversation off the event loop too."""
     big = "The quick brown fox jumps over the lazy dog; " * 10_000 + new_rid()  # ~100k tokens, uncached
     chat = {"model": MODEL, "messages": [{"role": "user", "content": big}], "max_tokens": 1}
-    small = {"model": MODEL, "prompt": "hello"}
-    url = f"{shared.url}/v1/tokenize"
-    async with aiohttp.ClientSession() as other:
-        await post(other, url, small)
-        task = asyncio.create_task(post(http, f"{shared.url}/v1/chat/completions", chat))
-        latencies: list[float] = []
-        while not task.done():
-            started = time.perf_counter()
-            assert (await post(other, url, small))[0] == 200
-            latencies.append(time.perf_counter() - started)
-        status, body = await task
+    status, body, latencies = await small_requests_during(
+        shared, post(http, f"{shared.url}/v1/chat/completions", chat)
+    )
     assert status == 200 and body["usage"]["prompt_tokens"] >= 100_000
     slowest = max(latencies) * 1000
     print(f"{len(latencies)} small requests during a 100k-token chat request; slowest {slowest:.1f} ms")
