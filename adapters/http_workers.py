@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.trace import Status, StatusCode
 
 from adapters.context import GATEWAY, RequestContext, request_context
 from adapters.params import model_name, parse_body
@@ -26,7 +27,7 @@ from dataplane.config import WorkerSpec
 from dataplane.errors import ConfigError, InternalError, NoHealthyWorker, WorkerError
 from dataplane.gateway import Gateway, grpc_client_factory
 from dataplane.routing import RouteRequest
-from dataplane.telemetry import inject_current
+from dataplane.telemetry import error_status, proxy_attempt
 from dataplane.types import EngineLoad, KvEventBatch, WireRequest, WorkerInfo, WorkerMessage
 from dataplane.workers import Worker
 
@@ -175,8 +176,6 @@ async def proxy(
         target_worker=ctx.target_worker,
     )
     headers = {h: v for h in FORWARDED if (v := request.headers.get(h))} | ctx.headers
-    if gateway.tracer is not None:
-        inject_current(headers)  # the worker joins the gateway's trace: its parent is our SERVER span
     retry = gateway.retry
     tried: list[Worker] = []
     failure: WorkerError | None = None
@@ -191,18 +190,30 @@ async def proxy(
                 raise
             raise failure from None
         tried.append(worker)
-        with gateway.registry.lease(worker):
-            upstream, failure = await _send(worker, request.path, raw, headers, gateway)
+        # The worker joins the gateway's trace below this attempt's span (with tracing off: the client's).
+        traced = proxy_attempt(
+            gateway.tracer, route.model_id, worker.url.host, worker.url.port, attempt, headers
+        )
+        with gateway.registry.lease(worker), traced as (sent, span):
+            upstream, failure = await _send(worker, request.path, raw, dict(sent), gateway)
             if upstream is None:
                 assert failure is not None
                 if not retry.should_retry(failure.status, attempt):
                     raise failure
+                if span is not None:
+                    error_status(span, failure)
                 continue
             async with upstream:
+                if span is not None:
+                    span.set_attribute("http.response.status_code", upstream.status)
+                    if upstream.status >= 500:
+                        span.set_status(Status(StatusCode.ERROR, f"HTTP {upstream.status}"))
                 if retry.should_retry(upstream.status, attempt):
                     failure = WorkerError(
                         f"worker {worker.url.url} answered {upstream.status}", status=upstream.status
                     )
+                    if span is not None:
+                        error_status(span, failure)
                     continue
                 return await _relay(request, upstream)
     raise InternalError("retry loop ended without an answer")  # max_attempts >= 1 returns or raises above

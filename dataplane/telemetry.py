@@ -13,8 +13,9 @@ and nothing else. A sampled request makes its spans and sets attributes once; no
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
@@ -73,9 +74,32 @@ def tracer(provider: TracerProvider | None = None) -> Tracer:
     return trace.get_tracer(TRACER_NAME, tracer_provider=provider)
 
 
-def inject_current(headers: MutableMapping[str, str]) -> None:
-    """Write the current span's context into outgoing ``headers`` (the configured propagator: W3C)."""
-    propagate.inject(headers)
+@contextlib.contextmanager
+def proxy_attempt(
+    tracer: Tracer | None, model: str, host: str, port: int, attempt: int, headers: Mapping[str, str]
+) -> Iterator[tuple[Mapping[str, str], Span | None]]:
+    """One attempt of a request forwarded to an HTTP worker: its CLIENT ``generate`` span (a child of the
+    current span, ended on exit, failed by an exception; ``CANCELLED`` when the client left) and
+    ``headers`` carrying that span's context to the worker. Without a tracer: ``headers`` as they are."""
+    if tracer is None:
+        yield headers, None
+        return
+    attributes: dict[str, Any] = {GEN_AI_REQUEST_MODEL: model, SERVER_ADDRESS: host, SERVER_PORT: port}
+    if attempt:
+        attributes[ATTEMPT] = attempt
+    span = tracer.start_span(GENERATE, kind=SpanKind.CLIENT, attributes=attributes)
+    carrier = dict(headers)
+    propagate.inject(carrier, trace.set_span_in_context(span))
+    try:
+        yield carrier, span
+    except asyncio.CancelledError:
+        span.set_attribute(CANCELLED, True)
+        raise
+    except BaseException as exc:
+        error_status(span, exc)
+        raise
+    finally:
+        span.end()
 
 
 def error_status(span: Span, exc: BaseException) -> None:

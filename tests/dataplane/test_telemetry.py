@@ -18,6 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 from dataplane.config import GatewayConfig, TracingConfig, WorkerUrl
 from dataplane.errors import WorkerError
 from dataplane.gateway import Gateway
+from dataplane.telemetry import proxy_attempt
 from dataplane.tokenizer import ModelTokenizer
 from dataplane.types import Chunk, Started, WireRequest, WorkerMessage
 from tests.dataplane.gateways import EOS, Fleet, chat, client, hello, info, until, url
@@ -205,3 +206,54 @@ async def test_tool_calls_are_counted_on_the_parse_span_and_finish_the_generate_
     (generate,) = spans["generate"]
     assert generate.attributes is not None
     assert generate.attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
+
+
+# ---- proxied (HTTP-worker) attempts -----------------------------------------------------------------
+
+
+def test_a_proxied_attempt_without_tracing_forwards_the_headers_as_they_are() -> None:
+    with proxy_attempt(None, "m", "10.0.0.1", 8000, 0, CLIENT_CARRIER) as (headers, span):
+        assert (headers, span) == (CLIENT_CARRIER, None)
+
+
+def test_a_proxied_attempt_is_a_client_span_below_the_current_one_carried_to_the_worker(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tracer = provider.get_tracer("test")
+    with (
+        tracer.start_as_current_span("server") as server,
+        proxy_attempt(tracer, "m", "10.0.0.1", 8000, 1, CLIENT_CARRIER) as (headers, span),
+    ):
+        assert span is not None
+        context = span.get_span_context()
+    (attempt,) = [s for s in exporter.get_finished_spans() if s.name == "generate"]
+    assert attempt.kind is SpanKind.CLIENT and attempt.parent == server.get_span_context()
+    assert dict(attempt.attributes or {}) == {
+        "gen_ai.request.model": "m", "server.address": "10.0.0.1", "server.port": 8000, "smg.attempt": 1
+    }  # fmt: skip
+    ids = f"{context.trace_id:032x}-{context.span_id:016x}"
+    assert headers["traceparent"] == f"00-{ids}-{context.trace_flags:02x}"
+    assert CLIENT_CARRIER["traceparent"] != headers["traceparent"]  # the client's own is not changed
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "attributes"),
+    [
+        (WorkerError("worker is down", status=503), StatusCode.ERROR, {"error.type": "worker_error"}),
+        (asyncio.CancelledError(), StatusCode.UNSET, {"smg.cancelled": True}),
+    ],
+    ids=["failed", "client left"],
+)
+def test_a_proxied_attempt_ends_failed_or_cancelled(
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    raised: BaseException,
+    status: StatusCode,
+    attributes: dict[str, Any],
+) -> None:
+    tracer = provider.get_tracer("test")
+    with pytest.raises(type(raised)), proxy_attempt(tracer, "m", "10.0.0.1", 8000, 0, {}):
+        raise raised
+    (attempt,) = exporter.get_finished_spans()
+    assert attempt.status.status_code is status
+    assert attributes.items() <= dict(attempt.attributes or {}).items()

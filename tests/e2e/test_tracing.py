@@ -391,7 +391,7 @@ async def test_a_worker_failure_marks_the_spans_failed(stack: Stack) -> None:
     assert server.span.status.code == Status.STATUS_CODE_UNSET
 
 
-async def test_http_workers_join_the_trace_below_the_server_span(stack: Stack) -> None:
+async def test_http_workers_join_the_trace_below_the_attempt_span(stack: Stack) -> None:
     trace_id, client_span, traceparent = new_trace()
     async with stack.traced.client() as client:
         await client.chat.completions.create(
@@ -399,11 +399,20 @@ async def test_http_workers_join_the_trace_below_the_server_span(stack: Stack) -
             messages=[{"role": "user", "content": "hi"}],
             extra_headers={"traceparent": traceparent},
         )
-    spans = stack.receiver.wait(trace_id, has_spans("POST /v1/chat/completions", "refworker.generate"))
+    spans = stack.receiver.wait(
+        trace_id, has_spans("POST /v1/chat/completions", "generate", "refworker.generate")
+    )
     server = one(spans, "POST /v1/chat/completions")
+    attempt = one(spans, "generate")
     worker = one(spans, "refworker.generate")
     assert server.parent == client_span
-    assert (worker.service, worker.parent) == ("refworker", server.id)
+    assert (attempt.service, attempt.span.kind, attempt.parent) == ("smg", Span.SPAN_KIND_CLIENT, server.id)
+    attributes = attempt.attributes()
+    assert attributes["gen_ai.request.model"] == HTTP_MODEL
+    assert attributes["server.port"] == stack.http_worker[1]
+    assert attributes["http.response.status_code"] == 200
+    assert attempt.span.status.code == Status.STATUS_CODE_UNSET
+    assert (worker.service, worker.parent) == ("refworker", attempt.id)
 
 
 async def test_sampling_zero_exports_nothing_but_still_propagates(stack: Stack) -> None:
