@@ -130,7 +130,8 @@ class Gateway:
         for url in self.config.worker_urls:
             self.add_worker(WorkerSpec(url), configured=True)
         if not self.config.disable_health_check:
-            self.spawn(monitor_health(self.registry, self._health, self._on_failed))
+            probed = self.metrics.health_checked
+            self.spawn(monitor_health(self.registry, self._health, self._on_failed, probed))
         if self.policy.needs_loads:
             interval = self.config.load_monitor_interval
             self.spawn(poll_loads(self.registry, interval, self.config.health_check_timeout_secs))

@@ -55,9 +55,13 @@ def record_probe(registry: WorkerRegistry, worker: Worker, ok: bool, policy: Hea
 
 
 async def monitor_health(
-    registry: WorkerRegistry, policy: HealthPolicy, on_failed: Callable[[Worker], None]
+    registry: WorkerRegistry,
+    policy: HealthPolicy,
+    on_failed: Callable[[Worker], None],
+    on_probe: Callable[[bool], None] = lambda ok: None,
 ) -> None:
-    """Probe every worker that is not failed or draining, forever; ``on_failed`` for each that fails."""
+    """Probe every worker that is not failed or draining, forever; ``on_probe`` with every result,
+    ``on_failed`` for each worker that fails."""
     while True:
         await asyncio.sleep(policy.interval)
         workers = [w for w in registry.all() if w.status in PROBED]
@@ -65,6 +69,7 @@ async def monitor_health(
             *(w.client.health(policy.timeout) for w in workers), return_exceptions=True
         )
         for worker, ok in zip(workers, results, strict=True):
+            on_probe(ok is True)
             record_probe(registry, worker, ok is True, policy)
             if worker.status == "failed":
                 on_failed(worker)

@@ -194,6 +194,10 @@ class GatewayMetrics:
             "smg_worker_requests", "Requests dispatched to a worker by worker (URL) and model, counted at "
             "each send", ["worker", "model"], registry=reg,
         )  # fmt: skip
+        self.health_checks = Counter(
+            "smg_worker_health_checks", "Health check results by worker_type and result",
+            ["worker_type", "result"], registry=reg,
+        )  # fmt: skip
         self.worker_errors = Counter(
             "smg_worker_errors", "Worker-level errors by worker_type, connection_mode, error_type",
             ["worker_type", "connection_mode", "error_type"], registry=reg,
@@ -240,6 +244,9 @@ class GatewayMetrics:
             )
         children[0].inc()
         children[1].inc()
+
+    def health_checked(self, ok: bool) -> None:
+        self.health_checks.labels(WORKER_TYPE, "success" if ok else "failure").inc()
 
     def breaker(self, worker: str) -> BreakerMetrics:
         return BreakerMetrics(self, worker)

@@ -23,9 +23,9 @@ from dataplane.errors import (
 from dataplane.gateway import Gateway
 from dataplane.metrics import GatewayMetrics, error_type
 from dataplane.types import Chunk, EngineLoad, Event, Usage, WireRequest, WorkerMessage
-from tests.dataplane.gateways import EOS, MODEL, chat, started_gateway
+from tests.dataplane.gateways import EOS, MODEL, chat, started_gateway, until
 from tests.dataplane.test_reliability import failing
-from tests.fakes.worker import Script, complete
+from tests.fakes.worker import FakeClient, Script, complete
 from tests.scrape import Scrape
 
 ROUTER = {"router_type": "grpc", "backend_type": "regular", "model": MODEL}
@@ -227,3 +227,18 @@ def test_the_breaker_reports_every_transition_and_outcome() -> None:
         ("half_open", "closed"),
     ]  # fmt: skip
     assert observer.outcomes == [False, True, False, False, False, True, True]
+
+
+async def test_health_checks_are_counted_by_result(model_dir: Path) -> None:
+    config = {"health_check_interval_secs": 0.02, "disable_health_check": False}
+    async with gateway(model_dir, [three_tokens, three_tokens], **config) as gw:
+        sick = gw.registry.all()[1]
+        assert isinstance(sick.client, FakeClient)
+        sick.client.healthy = False
+        checks = "smg_worker_health_checks_total"
+        await until(lambda: scrape(gw).value(checks, worker_type="regular", result="failure") >= 2)
+        got = scrape(gw)
+    assert got.families["smg_worker_health_checks"].type == "counter"
+    assert got.label_names("smg_worker_health_checks") == {("result", "worker_type")}
+    # The healthy worker passed at least every probe round the sick one failed in.
+    assert got.value(checks, result="success") >= got.value(checks, result="failure") >= 2
