@@ -30,6 +30,7 @@ from dataplane.config import GatewayConfig
 from dataplane.errors import GatewayError
 from dataplane.gateway import Gateway
 from dataplane.history import make_history
+from dataplane.history.metered import MeteredHistory
 
 log = logging.getLogger(__name__)
 CLIENT_FACTORY = web.AppKey("client_factory", ClientFactory)
@@ -68,7 +69,8 @@ def build_app(config: GatewayConfig) -> web.Application:
     if gateway.tracer is not None:
         app.middlewares.insert(0, tracing_middleware(gateway.tracer))  # outermost: sees the final status
     app[REQUEST_ID_HEADERS] = tuple(h.lower() for h in config.request_id_headers)
-    app[HISTORY] = make_history(config)
+    buckets = config.prometheus_duration_buckets
+    app[HISTORY] = MeteredHistory(make_history(config), gateway.metrics.registry, buckets)
     app.cleanup_ctx.append(history_lifecycle)  # started first, closed last
     app.cleanup_ctx.append(_gateway_lifecycle)
     if config.grpc_port is not None:

@@ -26,10 +26,13 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from adapters.app import build_app
+from adapters.context import GATEWAY
 from dataplane.config import GatewayConfig, WorkerUrl
 from tests.fakes.refworker_proc import RefWorkerProcs, read_record
+from tests.scrape import Scrape
 
 MODEL = "Qwen/Qwen3-0.6B"
 EOS = 151645  # <|im_end|>, the chat EOS
@@ -73,6 +76,11 @@ class GatewayServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+    def metrics(self) -> Scrape:
+        """The gateway's Prometheus registry, scraped as the listener serves it."""
+        assert self._runner is not None
+        return Scrape(generate_latest(self._runner.app[GATEWAY].metrics.registry).decode())
 
     def get_json(self, path: str) -> tuple[int, Any]:
         """A blocking GET for fixtures (tests use their own async clients)."""

@@ -210,6 +210,37 @@ async def test_delete(client: openai.AsyncOpenAI, http: aiohttp.ClientSession, s
         assert await reply.json() == {"id": second.id, "object": "response", "deleted": True}
 
 
+async def test_history_operations_are_in_the_db_metrics(
+    client: openai.AsyncOpenAI, shared: Deployment
+) -> None:
+    ops = "smg_db_operations_total"
+
+    def count(name: str, **labels: str) -> float:
+        return shared.gateway.metrics().value(name, **labels)
+
+    before = {
+        op: count(ops, storage_type="response", operation=op, result="success")
+        for op in ("write", "read", "delete")
+    }
+    stored_before = count("smg_db_items_stored_total", storage_type="response")
+    timed_before = count(
+        "smg_db_operation_duration_seconds_count", storage_type="response", operation="write"
+    )
+    first = await create(client, input="hi")
+    await create(client, input="again", previous_response_id=first.id)  # reads the chain
+    await client.responses.retrieve(first.id)
+    await client.responses.delete(first.id)
+    after = {
+        op: count(ops, storage_type="response", operation=op, result="success")
+        for op in ("write", "read", "delete")
+    }
+    assert {op: after[op] - before[op] for op in after} == {"write": 2, "read": 2, "delete": 1}
+    assert count("smg_db_items_stored_total", storage_type="response") - stored_before == 2
+    assert count("smg_db_operation_duration_seconds_count", storage_type="response", operation="write") == (
+        timed_before + 2
+    )
+
+
 async def test_input_items_pagination(client: openai.AsyncOpenAI) -> None:
     texts = [f"message {i}" for i in range(5)]
     response = await create(client, input=[{"role": "user", "content": t} for t in texts])
