@@ -10,9 +10,10 @@ client_closed_request`` (as SMG counts them).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -49,6 +50,8 @@ class HttpMetrics:
         )  # fmt: skip
         self._by_route: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._by_outcome: dict[tuple[str, int, str], Counter] = {}
+        self._inflight: dict[int, float] = {}  # id(request) -> its start (perf_counter)
+        registry.register(InflightAgeCollector(self._inflight))
 
     def started(self, method: str, path: str) -> Histogram:
         """Count a request; the histogram its duration goes to."""
@@ -79,6 +82,8 @@ class HttpMetrics:
             path = resource.canonical if resource is not None else "other"
             duration = self.started(request.method, path)
             start = time.perf_counter()
+            inflight, key = self._inflight, id(request)
+            inflight[key] = start
             status, code = 500, "internal_error"
             try:
                 response = await handler(request)
@@ -96,6 +101,7 @@ class HttpMetrics:
                     status, code = 200, "stream_error"
                 raise
             finally:
+                del inflight[key]
                 duration.observe(time.perf_counter() - start)
                 self.answered(path, status, code)
                 REQUEST_ID.reset(token)
@@ -113,6 +119,36 @@ class ConnectionCollector(Collector):
         yield GaugeMetricFamily(
             "smg_http_connections_active", "Currently active HTTP connections", value=self._count()
         )
+
+
+# SMG's age buckets (seconds): a gauge per (gt, le] range, not cumulative, for heatmaps.
+INFLIGHT_AGE_BOUNDS = (30, 60, 180, 300, 600, 1200, 3600, 7200, 14400, 28800, 86400)
+_AGE_RANGES = [  # (gt, le] label values: (0, 30], (30, 60], ..., (86400, +Inf]
+    [str(gt), str(le)]
+    for gt, le in zip((0, *INFLIGHT_AGE_BOUNDS), (*INFLIGHT_AGE_BOUNDS, "+Inf"), strict=True)
+]
+
+
+class InflightAgeCollector(Collector):
+    """``smg_http_inflight_request_age_count{gt, le}``: how many requests in flight have been running
+    for an age in each range, computed at scrape time (SMG samples it every 20 s)."""
+
+    def __init__(self, inflight: Mapping[int, float]) -> None:
+        self._inflight = inflight
+
+    def collect(self) -> Iterator[Metric]:
+        counts = [0] * (len(INFLIGHT_AGE_BOUNDS) + 1)
+        now = time.perf_counter()
+        for started in list(self._inflight.values()):
+            counts[bisect.bisect_left(INFLIGHT_AGE_BOUNDS, int(now - started))] += 1
+        family = GaugeMetricFamily(
+            "smg_http_inflight_request_age_count",
+            "In-flight HTTP requests by age in seconds, per (gt, le] range",
+            labels=["gt", "le"],
+        )
+        for labels, count in zip(_AGE_RANGES, counts, strict=True):
+            family.add_metric(labels, count)
+        yield family
 
 
 def metrics_app(registry: CollectorRegistry) -> web.Application:

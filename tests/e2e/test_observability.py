@@ -192,6 +192,9 @@ def test_http_metrics(run: Run) -> None:
     assert got is not None
     assert got.families["smg_http_requests"].type == "counter"
     assert got.families["smg_http_request_duration_seconds"].type == "histogram"
+    assert got.families["smg_http_inflight_request_age_count"].type == "gauge"
+    assert len(got.labels("smg_http_inflight_request_age_count")) == 12
+    assert got.value("smg_http_inflight_request_age_count") == 0  # settled: nothing in flight
     assert got.value("smg_http_requests_total", method="POST", path=CHAT) == 8
     assert got.value("smg_http_request_duration_seconds_count", method="POST", path=CHAT) == 8
     responses = {
