@@ -24,8 +24,17 @@ from adapters.context import GATEWAY, RequestContext, request_context
 from adapters.params import model_name, parse_body
 from dataplane.client import WorkerClient
 from dataplane.config import WorkerSpec
-from dataplane.errors import ConfigError, InternalError, NoHealthyWorker, WorkerError
+from dataplane.errors import (
+    ConfigError,
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    NoHealthyWorker,
+    WorkerError,
+)
 from dataplane.gateway import Gateway, grpc_client_factory
+from dataplane.metrics import RequestMeter
+from dataplane.retry import RETRYABLE_STATUSES
 from dataplane.routing import RouteRequest
 from dataplane.telemetry import error_status, proxy_attempt
 from dataplane.types import EngineLoad, KvEventBatch, WireRequest, WorkerInfo, WorkerMessage
@@ -165,16 +174,50 @@ def _content(content: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
+# The router metrics' ``endpoint`` of a forwarded request, by path.
+_ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/responses": "responses"}
+
+
 async def proxy(
     request: web.Request, raw: bytes, body: dict[str, Any], gateway: Gateway, ctx: RequestContext
 ) -> web.StreamResponse:
-    """Forward the request to an HTTP worker of the model and relay its answer, streaming if it streams."""
+    """Forward the request to an HTTP worker of the model and relay its answer, streaming if it streams;
+    counted in the router metrics as ``router_type="http"`` (no token counts: the worker's output is
+    relayed as it is, not parsed)."""
     route = RouteRequest(
         gateway.model(model_name(body)).id,
         text=routing_text(body),
         routing_key=ctx.routing_key,
         target_worker=ctx.target_worker,
     )
+    endpoint = _ENDPOINTS.get(request.path, request.path.rsplit("/", 1)[-1])
+    meter = gateway.metrics.request(route.model_id, endpoint, body.get("stream") is True, router_type="http")
+    try:
+        response = await _forward(request, raw, gateway, ctx, route, meter)
+    except GatewayError as exc:
+        meter.failed(exc)
+        if isinstance(exc, WorkerError) and exc.status in RETRYABLE_STATUSES:
+            meter.exhausted()
+        raise
+    status = response.status
+    if status < 400:
+        meter.succeeded(())
+    else:  # the worker's own answer, relayed
+        upstream_failed = status >= 500 or status in RETRYABLE_STATUSES
+        meter.failed(WorkerError("", status=status) if upstream_failed else InvalidRequest(""))
+        if status in RETRYABLE_STATUSES:
+            meter.exhausted()
+    return response
+
+
+async def _forward(
+    request: web.Request,
+    raw: bytes,
+    gateway: Gateway,
+    ctx: RequestContext,
+    route: RouteRequest,
+    meter: RequestMeter,
+) -> web.StreamResponse:
     headers = {h: v for h in FORWARDED if (v := request.headers.get(h))} | ctx.headers
     retry = gateway.retry
     tried: list[Worker] = []
@@ -182,7 +225,9 @@ async def proxy(
     for attempt in range(retry.max_attempts):
         if attempt:
             log.warning("retrying %s after: %s", request.path, failure)
-            await asyncio.sleep(retry.backoff(attempt - 1))
+            backoff = retry.backoff(attempt - 1)
+            meter.retried(attempt - 1, backoff)
+            await asyncio.sleep(backoff)
         try:
             worker = gateway.select(route, tried)
         except NoHealthyWorker:
@@ -190,6 +235,7 @@ async def proxy(
                 raise
             raise failure from None
         tried.append(worker)
+        meter.selected(worker)
         # The worker joins the gateway's trace below this attempt's span (with tracing off: the client's).
         traced = proxy_attempt(
             gateway.tracer, route.model_id, worker.url.host, worker.url.port, attempt, headers
@@ -198,6 +244,7 @@ async def proxy(
             upstream, failure = await _send(worker, request.path, raw, dict(sent), gateway)
             if upstream is None:
                 assert failure is not None
+                meter.worker_failed(worker, failure)
                 if not retry.should_retry(failure.status, attempt):
                     raise failure
                 if span is not None:
@@ -212,9 +259,12 @@ async def proxy(
                     failure = WorkerError(
                         f"worker {worker.url.url} answered {upstream.status}", status=upstream.status
                     )
+                    meter.worker_failed(worker, failure)
                     if span is not None:
                         error_status(span, failure)
                     continue
+                if upstream.status >= 500:
+                    meter.worker_failed(worker, WorkerError("", status=upstream.status))
                 return await _relay(request, upstream)
     raise InternalError("retry loop ended without an answer")  # max_attempts >= 1 returns or raises above
 

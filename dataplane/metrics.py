@@ -54,9 +54,11 @@ class _Series:
     __slots__ = ("_labels", "_metrics", "duration", "endpoint", "errors", "generation", "requests",
                  "tokens_in", "tokens_out", "tpot", "ttft")  # fmt: skip
 
-    def __init__(self, metrics: GatewayMetrics, model: str, endpoint: str, streaming: bool) -> None:
-        router = (ROUTER_TYPE, BACKEND_TYPE, "grpc", model, endpoint)
-        inference = (ROUTER_TYPE, BACKEND_TYPE, model, endpoint)
+    def __init__(
+        self, metrics: GatewayMetrics, model: str, endpoint: str, streaming: bool, router_type: str
+    ) -> None:
+        router = (router_type, BACKEND_TYPE, router_type, model, endpoint)  # connection_mode = router_type
+        inference = (router_type, BACKEND_TYPE, model, endpoint)
         self.endpoint = endpoint
         self.requests = metrics.router_requests.labels(*router, "true" if streaming else "false")
         self.duration = metrics.router_duration.labels(*router)
@@ -222,16 +224,19 @@ class GatewayMetrics:
             "smg_worker_cb_transitions", "Circuit breaker state transitions by worker, from, to",
             ["worker", "from", "to"], registry=reg,
         )  # fmt: skip
-        self._series: dict[tuple[str, str, bool], _Series] = {}
+        self._series: dict[tuple[str, str, bool, str], _Series] = {}
         self._selected: dict[tuple[str, str], tuple[Counter, Counter]] = {}
         ProcessCollector(registry=reg)
 
-    def request(self, model: str, endpoint: str, streaming: bool) -> RequestMeter:
-        """Start metering one request; ``model`` is a served model's id or ``UNKNOWN_MODEL``."""
-        key = (model, endpoint, streaming)
+    def request(
+        self, model: str, endpoint: str, streaming: bool, router_type: str = ROUTER_TYPE
+    ) -> RequestMeter:
+        """Start metering one request; ``model`` is a served model's id or ``UNKNOWN_MODEL``;
+        ``router_type`` ``http`` for a request forwarded to an HTTP worker."""
+        key = (model, endpoint, streaming, router_type)
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(self, model, endpoint, streaming)
+            series = self._series[key] = _Series(self, model, endpoint, streaming, router_type)
         return RequestMeter(self, series, streaming)
 
     def selected(self, worker: Worker) -> None:

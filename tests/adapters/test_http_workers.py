@@ -12,24 +12,28 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from adapters.app import build_app
+from adapters.context import GATEWAY
 from adapters.http_workers import HttpWorkerClient, routing_text
 from dataplane.config import GatewayConfig, WorkerSpec, WorkerUrl
 from dataplane.errors import WorkerError
 from tests.fakes.refworker_proc import RefWorkerProcs
+from tests.scrape import Scrape
 
 MODEL = "Qwen/Qwen3-0.6B"
 FIXED = "Hello! 你好，世界。I am a reference worker 🤖🚀 — ünïcödé ok."
 
 
 @contextlib.asynccontextmanager
-async def serving(urls: list[str], ready: int, **config: Any) -> AsyncIterator[str]:
-    """A gateway over ``urls`` on loopback, once ``ready`` workers are healthy."""
+async def serving(urls: list[str], ready: int, **config: Any) -> AsyncIterator[tuple[str, web.Application]]:
+    """A gateway (its URL and application) over ``urls`` on loopback, once ``ready`` workers are healthy."""
     worker_urls = tuple(WorkerUrl.parse(u) for u in urls)
     config.setdefault("health_check_interval_secs", 0.5)
     gateway = GatewayConfig(worker_urls=worker_urls, host="127.0.0.1", port=0, **config)
-    runner = web.AppRunner(build_app(gateway), handler_cancellation=True)
+    app = build_app(gateway)
+    runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -41,7 +45,7 @@ async def serving(urls: list[str], ready: int, **config: Any) -> AsyncIterator[s
                     if r.status == 200 and (await r.json())["healthy_workers"] == ready:
                         break
                 await asyncio.sleep(0.05)
-        yield url
+        yield url, app
     finally:
         await runner.cleanup()
 
@@ -53,9 +57,14 @@ async def workers() -> AsyncIterator[list[str]]:
 
 
 @pytest.fixture(scope="module")
-async def gateway_url(workers: list[str]) -> AsyncIterator[str]:
-    async with serving(workers, 2) as url:
-        yield url
+async def gateway(workers: list[str]) -> AsyncIterator[tuple[str, web.Application]]:
+    async with serving(workers, 2) as served:
+        yield served
+
+
+@pytest.fixture
+def gateway_url(gateway: tuple[str, web.Application]) -> str:
+    return gateway[0]
 
 
 @pytest.fixture
@@ -84,6 +93,29 @@ async def test_completions_are_proxied_and_worker_errors_keep_status(client: ope
         await client.completions.create(model=MODEL, prompt="hi [ref fail=INVALID_ARGUMENT]")
 
 
+async def test_forwarded_requests_are_in_the_router_metrics(
+    client: openai.AsyncOpenAI, gateway: tuple[str, web.Application]
+) -> None:
+    registry = gateway[1][GATEWAY].metrics.registry
+
+    def value(name: str, **labels: str) -> float:
+        return Scrape(generate_latest(registry).decode()).value(name, router_type="http", **labels)
+
+    chat = {"model": MODEL, "endpoint": "chat", "connection_mode": "http", "backend_type": "regular"}
+    before = value("smg_router_requests_total", **chat, streaming="false")
+    durations = value("smg_router_request_duration_seconds_count", **chat)
+    errors = value("smg_router_request_errors_total", **chat, error_type="validation_error")
+    await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):  # the worker's own 400, relayed
+        await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "[ref fail=INVALID_ARGUMENT]"}]
+        )
+    assert value("smg_router_requests_total", **chat, streaming="false") == before + 2
+    assert value("smg_router_request_duration_seconds_count", **chat) == durations + 1
+    assert value("smg_router_request_errors_total", **chat, error_type="validation_error") == errors + 1
+    assert value("smg_router_ttft_seconds_count") == 0  # the relayed stream is not parsed: no latencies
+
+
 async def test_unknown_model_is_404_before_any_worker(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
@@ -102,7 +134,10 @@ async def _received(session: aiohttp.ClientSession, worker: str, prefix: str) ->
 
 
 async def test_routing_key_sticks_to_one_http_worker(workers: list[str]) -> None:
-    async with serving(workers, 2, policy="consistent_hashing") as url, aiohttp.ClientSession() as session:
+    async with (
+        serving(workers, 2, policy="consistent_hashing") as (url, _),
+        aiohttp.ClientSession() as session,
+    ):
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
         for i in range(6):
             headers = {"x-smg-routing-key": "tenant-7", "x-request-id": f"sticky-{i}"}
@@ -117,7 +152,10 @@ async def test_a_killed_http_worker_is_retried_around_and_its_breaker_opens(work
     victim = f"http://{host}:{port}"
     try:
         async with (
-            serving([victim, workers[0]], 2, cb_failure_threshold=1, retry_initial_backoff_ms=1.0) as url,
+            serving([victim, workers[0]], 2, cb_failure_threshold=1, retry_initial_backoff_ms=1.0) as (
+                url,
+                _,
+            ),
             aiohttp.ClientSession() as session,
         ):
             await asyncio.to_thread(procs.stop)
