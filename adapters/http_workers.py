@@ -195,19 +195,28 @@ async def proxy(
     try:
         response = await _forward(request, raw, gateway, ctx, route, meter)
     except GatewayError as exc:
-        meter.failed(exc)
-        if isinstance(exc, WorkerError) and exc.status in RETRYABLE_STATUSES:
-            meter.exhausted()
+        _outcome(meter, exc)
         raise
-    status = response.status
-    if status < 400:
-        meter.succeeded(())
-    else:  # the worker's own answer, relayed
-        upstream_failed = status >= 500 or status in RETRYABLE_STATUSES
-        meter.failed(WorkerError("", status=status) if upstream_failed else InvalidRequest(""))
-        if status in RETRYABLE_STATUSES:
-            meter.exhausted()
+    _outcome(meter, _relayed_failure(response.status))
     return response
+
+
+def _relayed_failure(status: int) -> GatewayError | None:
+    """What a worker's own answer with ``status``, relayed to the client, counts as."""
+    if status < 400:
+        return None
+    if status >= 500 or status in RETRYABLE_STATUSES:
+        return WorkerError(f"worker answered {status}", status=status)
+    return InvalidRequest(f"worker answered {status}")
+
+
+def _outcome(meter: RequestMeter, failure: GatewayError | None) -> None:
+    if failure is None:
+        meter.succeeded(())
+        return
+    meter.failed(failure)
+    if isinstance(failure, WorkerError) and failure.status in RETRYABLE_STATUSES:
+        meter.exhausted()
 
 
 async def _forward(
