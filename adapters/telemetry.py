@@ -2,10 +2,11 @@
 data plane uses the API (``dataplane/telemetry.py``) and reaches what is installed here.
 
 ``installed(config.tracing)`` sets the global tracer provider — resource ``service.name=smg`` (or
-``$OTEL_SERVICE_NAME``), parent-based ratio sampling, the SDK's ``BatchSpanProcessor`` in front of an
-OTLP exporter over gRPC or HTTP/protobuf; the spans themselves are ``adapters/tracer.py``'s, measured
-several times cheaper than the SDK's — and the W3C TraceContext propagator; on exit it flushes and shuts
-the provider down. Unlike SMG 1.13, nothing here depends on the log level.
+``$OTEL_SERVICE_NAME``), parent-based ratio sampling, the SDK's ``BatchSpanProcessor`` in front of the
+SDK's OTLP exporter over gRPC or HTTP/protobuf, each writing its requests with
+``adapters/otlp_encoder.py``; the spans themselves are ``adapters/tracer.py``'s, measured several times
+cheaper than the SDK's — and the W3C TraceContext propagator; on exit it flushes and shuts the provider
+down. Unlike SMG 1.13, nothing here depends on the log level.
 
 Endpoint, protocol and ratio come from the flags, else from the standard variables
 (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``/``OTEL_EXPORTER_OTLP_ENDPOINT``,
@@ -114,9 +115,9 @@ def exporter(settings: ExportSettings) -> SpanExporter:
         from adapters.otlp_encoder import GrpcSpanExporter
 
         return GrpcSpanExporter(endpoint=settings.endpoint, insecure=settings.endpoint.startswith("http://"))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from adapters.otlp_encoder import HttpSpanExporter
 
-    return HttpExporter(endpoint=settings.endpoint)
+    return HttpSpanExporter(endpoint=settings.endpoint)
 
 
 def tracer_provider(

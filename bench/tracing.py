@@ -4,6 +4,7 @@ Run (from the repository root; the script re-executes itself under ``.venv/bin/p
 
     python bench/tracing.py            # streaming + non-streaming, 6 s windows, 2 repeats (~2.5 min)
     python bench/tracing.py --shapes stream --duration 10 --repeats 3
+    python bench/tracing.py --protocol http/protobuf   # spans over OTLP/HTTP instead of OTLP/gRPC
 
 What runs
     Two reference workers (as in bench/compare.py: filler script, delays 0, 8 tokens per worker message,
@@ -59,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per window")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before a window")
     parser.add_argument("--repeats", type=int, default=2, help="windows per configuration and shape")
+    parser.add_argument("--protocol", default="grpc", choices=["grpc", "http/protobuf"], help="OTLP protocol")
     parser.add_argument("--out-dir", type=Path, default=ROOT / ".bench", help="where JSON, text and logs go")
     args = parser.parse_args()
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
@@ -67,8 +69,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def start_rotel(logs: Path) -> tuple[procs.Proc, int]:
-    """rotel's collector on free ports, decoding every span and dropping it."""
+def start_rotel(logs: Path) -> tuple[procs.Proc, int, int]:
+    """rotel's collector on free ports, decoding every span and dropping it; with its OTLP/gRPC and
+    OTLP/HTTP ports."""
     spec = importlib.util.find_spec("rotel")
     if spec is None or spec.origin is None:
         raise SystemExit("rotel is not installed: .venv/bin/pip install -e '.[dev]'")
@@ -81,13 +84,17 @@ def start_rotel(logs: Path) -> tuple[procs.Proc, int]:
     proc = procs.Proc("rotel", cmd, logs / "rotel.log")
     deadline = time.time() + 30
     while time.time() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", grpc_port)) == 0:
-                return proc, grpc_port
+        if all(_accepts(port) for port in (grpc_port, http_port)):
+            return proc, grpc_port, http_port
         if not proc.alive():
             break
         time.sleep(0.1)
     raise RuntimeError(f"rotel did not start:\n{proc.tail()}")
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def run_window(
@@ -98,7 +105,7 @@ def run_window(
     flags = procs.gateway_flags(ports, model_dir, port)  # with /metrics on a free port
     if ratio is not None:
         flags += ["--enable-trace", "--otlp-traces-endpoint", f"127.0.0.1:{collector}"]
-        flags += ["--trace-sampling-ratio", str(ratio)]
+        flags += ["--otlp-traces-protocol", args.protocol, "--trace-sampling-ratio", str(ratio)]
     base_cmd = [str(procs.VENV_PY), "-m", "adapters.cli", "launch"]
     gateway = procs.start_gateway("gateway", base_cmd, [], flags, logs / f"{tag}-gateway.log")
     url = f"http://127.0.0.1:{port}"
@@ -154,7 +161,8 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     model_dir = embedded_model_dir()
     expect = checks.expected_text(model_dir, MAX_TOKENS)
-    rotel, collector = start_rotel(logs)
+    rotel, grpc_port, http_port = start_rotel(logs)
+    collector = http_port if args.protocol == "http/protobuf" else grpc_port
     workers = [
         procs.start_worker(f"worker{i}", TOKENS_PER_CHUNK, logs / f"worker{i}.log", model_dir) for i in (1, 2)
     ]
@@ -204,7 +212,7 @@ def main() -> int:
         "",
         f"chat, {MAX_TOKENS} output tokens ({TOKENS_PER_CHUNK}/worker message), 138-token prompt, "
         f"c={CONCURRENCY}; median of {args.repeats} alternating repeats, {args.duration:.0f} s windows "
-        f"(+{args.warmup:.0f} s warm-up); spans to rotel over OTLP/gRPC",
+        f"(+{args.warmup:.0f} s warm-up); spans to rotel over OTLP {args.protocol}",
         table,
         "",
         *verdicts,

@@ -160,9 +160,9 @@ def accepts(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def rotel(forward_to: int, directory: Path) -> Iterator[int]:
+def rotel(forward_to: int, directory: Path) -> Iterator[tuple[int, int]]:
     """rotel's OTLP collector (receivers on free ports) forwarding traces to ``forward_to``; yields its
-    gRPC receiver port."""
+    OTLP/gRPC and OTLP/HTTP receiver ports."""
     spec = importlib.util.find_spec("rotel")
     assert spec is not None and spec.origin is not None, "rotel is a dev dependency: pip install -e '.[dev]'"
     binary = Path(spec.origin).parent / "rotel-agent"
@@ -178,8 +178,8 @@ def rotel(forward_to: int, directory: Path) -> Iterator[int]:
     with (directory / "rotel.out").open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: accepts(grpc_port), "rotel", proc)
-        yield grpc_port
+        wait_until(lambda: accepts(grpc_port) and accepts(http_port), "rotel", proc)
+        yield grpc_port, http_port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -227,6 +227,7 @@ class GatewayProc:
 class Stack:
     receiver: TraceReceiver
     collector: str  # host:port of its OTLP/gRPC receiver
+    collector_http: str  # host:port of its OTLP/HTTP receiver
     grpc_worker: tuple[str, int]
     http_worker: tuple[str, int]
     traced: GatewayProc  # sampling ratio 1 (the default)
@@ -238,7 +239,7 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     logs = tmp_path_factory.mktemp("tracing")
     with (
         TraceReceiver() as receiver,
-        rotel(receiver.port, logs) as collector,
+        rotel(receiver.port, logs) as (collector, collector_http),
         pytest.MonkeyPatch.context() as mp,
     ):
         for key, value in FAST_EXPORT.items():
@@ -260,7 +261,7 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             try:
                 for gateway in (traced, unsampled):
                     wait_until(lambda gw=gateway: gw.ready(2), "gateway", gateway.proc)
-                yield Stack(receiver, endpoint, g, h, traced, unsampled)
+                yield Stack(receiver, endpoint, f"127.0.0.1:{collector_http}", g, h, traced, unsampled)
             finally:
                 for gateway in (traced, unsampled):
                     if gateway.proc.poll() is None:
@@ -471,3 +472,29 @@ def test_the_gateway_flushes_its_spans_on_exit(stack: Stack, model_dir: Path, tm
         assert gateway.stop() == 0
     spans = stack.receiver.wait(trace_id, has_spans("POST /v1/tokenize"))
     assert one(spans, "POST /v1/tokenize").parent == client_span
+
+
+def test_spans_also_travel_over_otlp_http(stack: Stack, model_dir: Path, tmp_path: Path) -> None:
+    trace_id, client_span, traceparent = new_trace()
+    host, port = stack.grpc_worker
+    args = [
+        "--worker-urls", f"grpc://{host}:{port}", "--model-path", str(model_dir), "--log-level", "warn",
+        "--enable-trace", "--otlp-traces-endpoint", stack.collector_http,
+        "--otlp-traces-protocol", "http/protobuf",
+    ]  # fmt: skip
+    gateway = GatewayProc(args, tmp_path / "gateway.log")
+    try:
+        wait_until(lambda: gateway.ready(1), "gateway", gateway.proc)
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0)
+        with client:
+            client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Say hello"}],
+                extra_headers={"traceparent": traceparent},
+            )
+        spans = stack.receiver.wait(
+            trace_id, has_spans(*STAGES, "POST /v1/chat/completions", "refworker.generate")
+        )
+        assert_request_trace(spans, client_span)
+    finally:
+        assert gateway.stop() == 0
