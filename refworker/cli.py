@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from refworker import tracing
-from refworker.config import LOG_LEVELS, MODES, SCRIPT_NAMES, ConfigError, WorkerConfig
+from refworker.config import ENGINES, LOG_LEVELS, MODES, SCRIPT_NAMES, ConfigError, WorkerConfig
 from refworker.server import RefWorker
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refworker", description="Reference engine simulator (SGLang gRPC)")
+    parser = argparse.ArgumentParser(
+        prog="refworker", description="Reference engine simulator (SGLang or vLLM gRPC)"
+    )
     add = parser.add_argument
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=31000, help="0 picks a free port (printed in the ready line)")
     add("--mode", choices=MODES, default="grpc")
+    add("--engine", choices=ENGINES, default="sglang", help="whose gRPC service to serve (--mode grpc only)")
     add("--model-path", type=Path, default=None, help="tokenizer.json (+ configs); default: embedded Qwen3")
     add("--served-model-name", default="Qwen/Qwen3-0.6B")
     add("--reported-model-path", default=None, help="model_path GetModelInfo reports (default: --model-path)")
@@ -57,6 +60,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         host=args.host,
         port=args.port,
         mode=args.mode,
+        engine=args.engine,
         model_path=args.model_path,
         served_model_name=args.served_model_name,
         reported_model_path=args.reported_model_path,
@@ -113,7 +117,10 @@ def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mode == "http" and args.engine != "sglang":
+        parser.error(f"--engine {args.engine} serves gRPC: it cannot be combined with --mode http")
     level = "WARNING" if args.log_level == "warn" else args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Literal
 
 Mode = Literal["grpc", "http"]
+# Which engine's gRPC service the worker serves (gRPC mode only).
+EngineName = Literal["sglang", "vllm"]
 ScriptName = Literal["echo", "fixed", "tool", "think", "think_tool", "filler"]
 SCRIPT_NAMES: tuple[ScriptName, ...] = ("echo", "fixed", "tool", "think", "think_tool", "filler")
 MODES: tuple[Mode, ...] = ("grpc", "http")
+ENGINES: tuple[EngineName, ...] = ("sglang", "vllm")
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 
 
@@ -36,6 +39,7 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 31000
     mode: Mode = "grpc"
+    engine: EngineName = "sglang"
     model_path: Path | None = None
     served_model_name: str = "Qwen/Qwen3-0.6B"
     # What GetModelInfo reports as model_path and tokenizer_path (default: the model directory). An engine
@@ -69,6 +73,10 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.mode == "http" and self.engine != "sglang":
+            raise ConfigError(f"engine {self.engine!r} is a gRPC service: it needs mode 'grpc'")
         if self.script not in SCRIPT_NAMES:
             raise ConfigError(f"script must be one of {', '.join(SCRIPT_NAMES)}, not {self.script!r}")
         if not 0 <= self.port < 65536:

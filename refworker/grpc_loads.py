@@ -16,41 +16,57 @@ VERSION = "refworker-0.1"
 
 
 def loads_response(load: LoadFigures, dp_rank: int | None) -> Any:
+    """SGLang's ``GetLoadsResponse``: the aggregate, and rank 0's load unless ``dp_rank`` names another."""
     total = load.running_requests + load.waiting_requests
-    usage = load.token_usage
     response = pb.GetLoadsResponse(
-        timestamp=datetime.datetime.now(datetime.UTC).isoformat(),
+        timestamp=timestamp(),
         version=VERSION,
         dp_rank_count=1,
         aggregate=pb.AggregateMetrics(
             total_running_reqs=load.running_requests,
             total_waiting_reqs=load.waiting_requests,
             total_reqs=total,
-            avg_token_usage=usage,
+            avg_token_usage=load.token_usage,
             avg_throughput=load.gen_throughput,
             avg_utilization=load.running_requests / load.max_running_requests,
         ),
     )
-    if dp_rank is None or dp_rank == 0:
+    if reports_rank(dp_rank):
         response.loads.append(
             pb.SchedulerLoad(
-                dp_rank=0,
-                num_running_reqs=load.running_requests,
-                num_waiting_reqs=load.waiting_requests,
-                num_total_reqs=total,
-                num_used_tokens=load.used_tokens,
-                max_total_num_tokens=load.max_total_tokens,
-                token_usage=usage,
-                gen_throughput=load.gen_throughput,
-                cache_hit_rate=load.cache_hit_rate,
-                utilization=load.running_requests / load.max_running_requests,
-                max_running_requests=load.max_running_requests,
-                num_waiting_uncached_tokens=load.waiting_uncached_tokens,
+                **scheduler_load_fields(load),
                 memory=pb.MemoryMetrics(token_capacity=load.max_total_tokens),
                 queues=pb.QueueMetrics(waiting=load.waiting_requests),
             )
         )
     return response
+
+
+def scheduler_load_fields(load: LoadFigures) -> dict[str, Any]:
+    """``SchedulerLoad`` fields 1–12 of rank 0, whose names and meaning SGLang and vLLM share."""
+    return {
+        "dp_rank": 0,
+        "num_running_reqs": load.running_requests,
+        "num_waiting_reqs": load.waiting_requests,
+        "num_total_reqs": load.running_requests + load.waiting_requests,
+        "num_used_tokens": load.used_tokens,
+        "max_total_num_tokens": load.max_total_tokens,
+        "token_usage": load.token_usage,
+        "gen_throughput": load.gen_throughput,
+        "cache_hit_rate": load.cache_hit_rate,
+        "utilization": load.running_requests / load.max_running_requests,
+        "max_running_requests": load.max_running_requests,
+        "num_waiting_uncached_tokens": load.waiting_uncached_tokens,
+    }
+
+
+def reports_rank(dp_rank: int | None) -> bool:
+    """The worker is one DP rank (0): a ``GetLoads`` filtered to another rank gets no load entry."""
+    return dp_rank is None or dp_rank == 0
+
+
+def timestamp() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
 
 
 def engine_load(load: LoadFigures, sample: int, load_only: bool, telemetry: bool) -> Any:

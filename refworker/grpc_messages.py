@@ -7,35 +7,8 @@ from typing import Any
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 
 from refworker.engine import Live, Plan
-
-
-def fake_logprob(position: int) -> float:
-    """Deterministic and distinct per position, so tests can check which positions a message covers."""
-    return -0.01 * (position % 7) - 0.001
-
-
-def _top(value: float, token: int, top_n: int, vocab_size: int) -> Any:
-    # The chosen token first with the best value, then alternatives strictly below it.
-    others = range(1, top_n)
-    return pb.TopLogProbs(
-        values=[value, *(value - 0.5 * j for j in others)],
-        token_ids=[token, *((token + j) % vocab_size for j in others)],
-    )
-
-
-def output_logprobs(ids: list[int], start: int, end: int, top_n: int, vocab_size: int) -> Any:
-    values = [fake_logprob(p) for p in range(start, end)]
-    tokens = ids[start:end]
-    tops = [_top(v, t, top_n, vocab_size) for v, t in zip(values, tokens, strict=True)] if top_n > 0 else []
-    return pb.OutputLogProbs(token_logprobs=values, token_ids=tokens, top_logprobs=tops)
-
-
-def input_logprobs(prompt_ids: list[int], start: int, top_n: int, vocab_size: int) -> Any:
-    positions = range(start, len(prompt_ids))
-    # Position 0 has no logprob (nothing precedes it), which the proto marks by leaving `value` unset.
-    values = [pb.InputTokenLogProb(value=fake_logprob(p)) if p else pb.InputTokenLogProb() for p in positions]
-    tops = [_top(fake_logprob(p), prompt_ids[p], top_n, vocab_size) for p in positions] if top_n > 0 else []
-    return pb.InputLogProbs(token_logprobs=values, token_ids=prompt_ids[start:], top_logprobs=tops)
+from refworker.logprobs import fake_logprob as fake_logprob  # re-exported: e2e tests import it from here
+from refworker.logprobs import input_logprobs, output_logprobs
 
 
 class ResponseBuilder:
@@ -78,7 +51,7 @@ class ResponseBuilder:
         if index:
             message.index = index
         if self._with_logprobs:
-            message.output_logprobs.CopyFrom(output_logprobs(ids, start, end, self._top_n, self._vocab))
+            message.output_logprobs.CopyFrom(output_logprobs(pb, ids, start, end, self._top_n, self._vocab))
             if start == 0 and 0 <= self._input_start < len(self._prompt_ids):
                 message.input_logprobs.CopyFrom(self._input())
         return response
@@ -99,7 +72,7 @@ class ResponseBuilder:
             message.matched_token_id = choice.matched_token_id
         if self._with_logprobs:
             message.output_logprobs.CopyFrom(
-                output_logprobs(choice.ids, start, end, self._top_n, self._vocab)
+                output_logprobs(pb, choice.ids, start, end, self._top_n, self._vocab)
             )
             # A stream had input logprobs on its first chunk; SGLang repeats them only when not streaming.
             if not self.stream and 0 <= self._input_start < len(self._prompt_ids):
@@ -119,4 +92,4 @@ class ResponseBuilder:
         return pb.GenerateResponse(request_id=self._rid, complete=message)
 
     def _input(self) -> Any:
-        return input_logprobs(self._prompt_ids, self._input_start, self._top_n, self._vocab)
+        return input_logprobs(pb, self._prompt_ids, self._input_start, self._top_n, self._vocab)

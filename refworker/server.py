@@ -7,15 +7,19 @@ import logging
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
+from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc, vllm_engine_pb2_grpc
 
+from refworker import control
 from refworker.config import ConfigError, WorkerConfig
 from refworker.engine import Engine
+from refworker.grpc_common import CommonServicer
 from refworker.grpc_service import SchedulerService
 from refworker.http_service import HttpWorker
 from refworker.model import ModelFiles
+from refworker.vllm_service import VllmService
 
 SGLANG_SERVICE = "sglang.grpc.scheduler.SglangScheduler"
+VLLM_SERVICE = "vllm.grpc.engine.VllmEngine"
 STOP_GRACE_S = 1.0
 # Long prompts: gRPC's 4 MiB default would reject a 1M-token request.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -32,7 +36,7 @@ class RefWorker:
         self.port: int | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health: health_aio.HealthServicer | None = None
-        self._service: SchedulerService | None = None
+        self._service: CommonServicer | None = None
         self._http: HttpWorker | None = None
 
     async def start(self) -> int:
@@ -48,8 +52,15 @@ class RefWorker:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        self._service = SchedulerService(self.engine)
-        pb_grpc.add_SglangSchedulerServicer_to_server(self._service, server)
+        if self.config.engine == "vllm":
+            self._service = VllmService(self.engine)
+            vllm_engine_pb2_grpc.add_VllmEngineServicer_to_server(self._service, server)
+            server.add_generic_rpc_handlers((control.record_handler(self.engine),))
+            service_name, label = VLLM_SERVICE, "vLLM"
+        else:
+            self._service = SchedulerService(self.engine)
+            sglang_scheduler_pb2_grpc.add_SglangSchedulerServicer_to_server(self._service, server)
+            service_name, label = SGLANG_SERVICE, "SGLang"
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         port: int = server.add_insecure_port(f"{_grpc_host(self.config.host)}:{self.config.port}")
@@ -57,11 +68,13 @@ class RefWorker:
             raise ConfigError(f"cannot bind {self.config.host}:{self.config.port}")
         await server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", SGLANG_SERVICE):
+        for name in ("", service_name):
             await self._health.set(name, serving)
         self._grpc = server
         self.port = port
-        _log.info("serving SGLang gRPC on %s:%d (model %s)", self.config.host, port, self.engine.model.path)
+        _log.info(
+            "serving %s gRPC on %s:%d (model %s)", label, self.config.host, port, self.engine.model.path
+        )
         return port
 
     async def stop(self, grace: float = STOP_GRACE_S) -> None:

@@ -20,9 +20,13 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from google.protobuf.empty_pb2 import Empty
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Struct
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
+
+from refworker.control import RECORD_METHOD
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(r"refworker ready on (\S+):(\d+)")
@@ -102,10 +106,24 @@ def _wait_ready(proc: subprocess.Popen[bytes], deadline: float) -> tuple[str, in
 
 
 def read_record(host: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
-    """The worker's record (``GetServerInfo.scheduler_info``), with whole numbers back as ints."""
+    """The worker's record (SGLang's ``GetServerInfo.scheduler_info``, or ``refworker.control``'s method on a
+    worker serving vLLM's service), with whole numbers back as ints."""
     with grpc.insecure_channel(f"{host}:{port}") as channel:
-        info = pb_grpc.SglangSchedulerStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout)
-    record: dict[str, Any] = _ints(MessageToDict(info.scheduler_info))
+        try:
+            info = pb_grpc.SglangSchedulerStub(channel).GetServerInfo(
+                pb.GetServerInfoRequest(), timeout=timeout
+            )
+            struct = info.scheduler_info
+        except grpc.RpcError as exc:  # a worker serving vLLM's service: the record has a method of its own
+            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            read = channel.unary_unary(
+                RECORD_METHOD,
+                request_serializer=Empty.SerializeToString,
+                response_deserializer=Struct.FromString,
+            )
+            struct = read(Empty(), timeout=timeout)
+    record: dict[str, Any] = _ints(MessageToDict(struct))
     return record
 
 
