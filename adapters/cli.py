@@ -30,7 +30,7 @@ from adapters.router_args import (
     check_policy,
     config_fields,
 )
-from dataplane.config import GatewayConfig, HistoryConfig, PolicyConfig, TracingConfig, WorkerUrl
+from dataplane.config import GatewayConfig, HistoryConfig, PolicyConfig, Runtime, TracingConfig, WorkerUrl
 from dataplane.embedded import EMBEDDED_MODEL_NAME, embedded_model_dir
 from dataplane.errors import ConfigError
 
@@ -54,6 +54,14 @@ passed through to the engine command (the gateway also reads the engine's
 
 # `smg serve` owns --host/--port and computes the worker URLs; its --model-path is the engine's.
 _SERVE_FLAGS = [flag for flag in SUPPORTED_FLAGS if not flag.launch_only]
+# The gateway's client for the workers `smg serve` starts (the reference worker can serve either service,
+# TRT-LLM's is not spoken yet: asked at registration, which then says so).
+SERVE_RUNTIMES: dict[Backend, Runtime] = {
+    "sglang": "sglang",
+    "vllm": "vllm",
+    "reference": "auto",
+    "trtllm": "auto",
+}
 _FALLBACK_FLAGS = [flag for flag in _SERVE_FLAGS if not flag.shared and flag.field != "model_path"]
 
 
@@ -239,6 +247,7 @@ def parse_serve(args: Sequence[str]) -> ServePlan:
     # Validated now with a placeholder worker URL; the real ones replace it once the ports are known.
     gateway = gateway_config(
         {"model_path": engine.model_path, "served_model_name": engine.served_model_name} | router,
+        runtime=SERVE_RUNTIMES[engine.backend],
         worker_urls=[worker_url(engine.mode, ns.worker_host, 1)],
         host=ns.host,
         port=ns.port,

@@ -58,6 +58,8 @@ RETURNED = ("content-type", "cache-control", "x-request-id")
 class HttpWorkerClient:
     """Health, model and load probes of an HTTP worker; its requests go through ``proxy``."""
 
+    runtime = "http"
+
     def __init__(self, spec: WorkerSpec, session: aiohttp.ClientSession) -> None:
         self.address = spec.url.url.rstrip("/")
         self._session = session

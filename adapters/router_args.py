@@ -15,6 +15,7 @@ from typing import Any, get_args
 
 from dataplane.config import (
     HISTORY_BACKENDS,
+    RUNTIMES,
     TRACE_PROTOCOLS,
     AssignmentMode,
     GatewayConfig,
@@ -36,7 +37,7 @@ SMG_HISTORY_BACKENDS = ("memory", "none", "oracle", "postgres", "redis")
 UNSUPPORTED_FLAGS: tuple[str, ...] = (
     # workers / server
     "health-check-port", "shutdown-grace-period-secs", "cors-allowed-origins", "enable-igw",
-    "backend", "runtime", "model-alias", "runtime-worker-threads",
+    "model-alias", "runtime-worker-threads",
     # routing
     "prefill-policy", "decode-policy", "encode-policy", "dp-aware", "dp-minimum-tokens-scheduler",
     "engine-metrics", "bucket-adjust-interval-secs",
@@ -94,6 +95,20 @@ class RouterFlag:
 _POLICY_HELP = "routing policy; every SMG policy name is recognised"
 
 
+# SMG's `--backend` (alias `--runtime`) values: the engine service of the gRPC workers, or a proxy mode.
+SMG_RUNTIMES = ("auto", "sglang", "vllm", "trtllm", "tokenspeed", "mlx", "openai", "anthropic", "gemini")
+
+
+def runtime(value: str) -> str:
+    """``--backend``'s type: SMG's runtimes we do not speak are refused by name, unknown ones by argparse."""
+    if value in SMG_RUNTIMES and value not in RUNTIMES:
+        raise UnsupportedOption(
+            f"--backend {value} is not supported yet; supported: {', '.join(RUNTIMES)} "
+            "(auto asks each gRPC worker which service it serves: SGLang's or vLLM's)"
+        )
+    return value
+
+
 def history_backend(value: str) -> str:
     """``--history-backend``'s type: SMG's ``oracle`` is refused by name, an unknown name by argparse."""
     if value in SMG_HISTORY_BACKENDS and value not in HISTORY_BACKENDS:
@@ -109,6 +124,11 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
     RouterFlag(
         "worker-urls", "worker_urls", {"nargs": "+", "action": "extend", "metavar": "URL"},
         "worker URLs; grpc:// for gRPC workers, http(s):// for OpenAI-HTTP workers", launch_only=True,
+    ),
+    RouterFlag(
+        "backend", "runtime", {"type": runtime, "choices": RUNTIMES, "metavar": "RUNTIME"},
+        "engine service of the gRPC workers: auto (asked at registration), sglang or vllm",
+        ("runtime",), launch_only=True,
     ),
     RouterFlag("model-path", "model_path", {"metavar": "PATH"},
                "model directory the tokenizer is loaded from", ("model",)),

@@ -1,7 +1,8 @@
-"""The only module that speaks to workers over gRPC (grpclib transport).
+"""Speaking to workers over gRPC (grpclib transport): the shared part and SGLang's client.
 
 ``SglangClient`` encodes a ``WireRequest`` into SGLang's ``GenerateRequest`` and decodes the response
-stream into engine-neutral ``Chunk``/``Complete`` values. Expected failures (a ``GRPCError`` with a status,
+stream into engine-neutral ``Chunk``/``Complete`` values; ``dataplane/vllm_client.py`` does the same for
+vLLM's engine service on the ``GrpcWorker`` base here. Expected failures (a ``GRPCError`` with a status,
 a refused or dropped connection) become ``WorkerError`` with the HTTP status the gRPC status maps to.
 
 Messages: the unary control RPCs use the betterproto2 stubs generated in ``proto/``. The two streams
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 # grpcio-health-checking's message classes, not grpclib's copy: both register grpc.health.v1 in
@@ -63,7 +64,6 @@ GRPC_TO_HTTP: Mapping[Status, int] = {
     Status.UNIMPLEMENTED: 501,
 }
 _GENERATE = "/sglang.grpc.scheduler.SglangScheduler/Generate"
-_SUBSCRIBE_KV_EVENTS = "/sglang.grpc.scheduler.SglangScheduler/SubscribeKvEvents"
 # As SMG configures its worker channels: large flow-control windows (few WINDOW_UPDATE frames on long
 # streams) and HTTP/2 keepalive pings so a dead worker connection is noticed while idle.
 CHANNEL_CONFIG = Configuration(
@@ -96,6 +96,11 @@ class WorkerClient(Protocol):
 
     address: str
 
+    @property
+    def runtime(self) -> str:
+        """The service it speaks: "sglang", "vllm", "auto" (not known yet) or "http"."""
+        ...
+
     def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]: ...
     async def abort(self, request_id: str, reason: str) -> bool: ...
     async def health(self, timeout: float) -> bool: ...
@@ -120,28 +125,86 @@ class ShipsTokenizer(Protocol):
     async def get_tokenizer(self, timeout: float) -> TokenizerBundle: ...
 
 
-class SglangClient:
-    """A worker serving SGLang's scheduler service (SGLang ``--grpc-mode`` and compatibles)."""
+class GrpcWorker:
+    """What every engine's gRPC client shares: the channel, the API key and the common (``smg.grpc.common``)
+    streams ``GetTokenizer`` and ``SubscribeKvEvents``."""
 
-    def __init__(self, host: str, port: int, api_key: str | None = None) -> None:
+    _KV_EVENTS_PATH: str  # each engine's service path of SubscribeKvEvents
+    _stub: Any  # the engine's generated stub (betterproto2 on grpclib)
+
+    def __init__(self, host: str, port: int, api_key: str | None) -> None:
         self.address = f"grpc://{host}:{port}"
         self._channel = Channel(host, port, config=CHANNEL_CONFIG)
-        self._stub = sglang.SglangSchedulerStub(self._channel)
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else None
+
+    def _metadata(self, request: WireRequest) -> dict[str, str] | None:
+        metadata = dict(request.metadata) or None
+        if self._auth:
+            metadata = (metadata or {}) | self._auth
+        return metadata
+
+    async def kv_events(self, start_sequence_number: int) -> AsyncGenerator[KvEventBatch, None]:
+        request = common_pb.SubscribeKvEventsRequest(
+            start_sequence_number=start_sequence_number, load_records_before_first_batch=True
+        )
+        try:
+            async with self._channel.request(
+                self._KV_EVENTS_PATH,
+                Cardinality.UNARY_STREAM,
+                common_pb.SubscribeKvEventsRequest,
+                common_pb.KvEventBatch,
+                metadata=self._auth,
+            ) as stream:
+                await stream.send_message(request, end=True)
+                while (batch := await stream.recv_message()) is not None:
+                    yield kv_event_batch(batch)
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+
+    async def get_tokenizer(self, timeout: float) -> TokenizerBundle:
+        """The worker's tokenizer directory as the zip bundle it streams (not verified here)."""
+        data = bytearray()
+        sha256 = ""
+        try:
+            async with asyncio.timeout(timeout):
+                async for chunk in self._stub.get_tokenizer(metadata=self._auth):
+                    data += chunk.data
+                    sha256 = chunk.sha256  # set on the last chunk only
+                    if len(data) > MAX_BUNDLE_BYTES:
+                        raise BundleError(f"{self.address}: tokenizer bundle over {MAX_BUNDLE_BYTES} bytes")
+        except TimeoutError as exc:
+            raise WorkerError(
+                f"worker {self.address}: GetTokenizer took longer than {timeout:g} s", status=504
+            ) from exc
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+        return TokenizerBundle(bytes(data), sha256)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class SglangClient(GrpcWorker):
+    """A worker serving SGLang's scheduler service (SGLang ``--grpc-mode`` and compatibles)."""
+
+    runtime = "sglang"
+    _KV_EVENTS_PATH = "/sglang.grpc.scheduler.SglangScheduler/SubscribeKvEvents"
+    _stub: sglang.SglangSchedulerStub
+
+    def __init__(self, host: str, port: int, api_key: str | None = None) -> None:
+        super().__init__(host, port, api_key)
+        self._stub = sglang.SglangSchedulerStub(self._channel)
 
     async def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
         """Stream the worker's answer. Leaving the iteration early cancels the gRPC stream."""
         message = _encode(request)
-        metadata = dict(request.metadata) or None
-        if self._auth:
-            metadata = (metadata or {}) | self._auth
         try:
             async with self._channel.request(
                 _GENERATE,
                 Cardinality.UNARY_STREAM,
                 sglang_pb.GenerateRequest,
                 sglang_pb.GenerateResponse,
-                metadata=metadata,
+                metadata=self._metadata(request),
             ) as stream:
                 await stream.send_message(message, end=True)
                 while (reply := await stream.recv_message()) is not None:
@@ -193,47 +256,15 @@ class SglangClient:
             raise worker_error(exc, self.address) from exc
         except (TimeoutError, StreamTerminatedError, OSError) as exc:
             raise worker_error(exc, self.address) from exc
-        return _summed_loads(reply)
-
-    async def kv_events(self, start_sequence_number: int) -> AsyncGenerator[KvEventBatch, None]:
-        request = common_pb.SubscribeKvEventsRequest(
-            start_sequence_number=start_sequence_number, load_records_before_first_batch=True
-        )
-        try:
-            async with self._channel.request(
-                _SUBSCRIBE_KV_EVENTS,
-                Cardinality.UNARY_STREAM,
-                common_pb.SubscribeKvEventsRequest,
-                common_pb.KvEventBatch,
-                metadata=self._auth,
-            ) as stream:
-                await stream.send_message(request, end=True)
-                while (batch := await stream.recv_message()) is not None:
-                    yield kv_event_batch(batch)
-        except (GRPCError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
-
-    async def get_tokenizer(self, timeout: float) -> TokenizerBundle:
-        """The worker's tokenizer directory as the zip bundle it streams (not verified here)."""
-        data = bytearray()
-        sha256 = ""
-        try:
-            async with asyncio.timeout(timeout):
-                async for chunk in self._stub.get_tokenizer(metadata=self._auth):
-                    data += chunk.data
-                    sha256 = chunk.sha256  # set on the last chunk only
-                    if len(data) > MAX_BUNDLE_BYTES:
-                        raise BundleError(f"{self.address}: tokenizer bundle over {MAX_BUNDLE_BYTES} bytes")
-        except TimeoutError as exc:
-            raise WorkerError(
-                f"worker {self.address}: GetTokenizer took longer than {timeout:g} s", status=504
-            ) from exc
-        except (GRPCError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
-        return TokenizerBundle(bytes(data), sha256)
-
-    def close(self) -> None:
-        self._channel.close()
+        if not reply.loads:
+            total = reply.aggregate or sglang.AggregateMetrics()
+            return EngineLoad(
+                total.total_running_reqs,
+                total.total_waiting_reqs,
+                total.avg_token_usage,
+                received_at=time.monotonic(),
+            )
+        return summed_loads(reply.loads)
 
 
 # SamplingParams' `constraint` oneof, by constraint kind.
@@ -283,7 +314,7 @@ def _encode(request: WireRequest) -> Any:
     )
 
 
-def _logprobs(block: Any) -> LogprobBlock | None:
+def logprob_block(block: Any) -> LogprobBlock | None:
     if not block.token_ids:
         return None
     return LogprobBlock(
@@ -300,7 +331,7 @@ def _chunk(chunk: Any) -> Chunk:
         prompt_tokens=chunk.prompt_tokens,
         completion_tokens=chunk.completion_tokens,
         cached_tokens=chunk.cached_tokens,
-        logprobs=_logprobs(chunk.output_logprobs) if chunk.HasField("output_logprobs") else None,
+        logprobs=logprob_block(chunk.output_logprobs) if chunk.HasField("output_logprobs") else None,
     )
 
 
@@ -316,18 +347,12 @@ def _complete(complete: Any) -> Complete:
         completion_tokens=complete.completion_tokens,
         cached_tokens=complete.cached_tokens,
         reasoning_tokens=complete.reasoning_tokens,
-        logprobs=_logprobs(complete.output_logprobs) if complete.HasField("output_logprobs") else None,
+        logprobs=logprob_block(complete.output_logprobs) if complete.HasField("output_logprobs") else None,
     )
 
 
-def _summed_loads(reply: sglang.GetLoadsResponse) -> EngineLoad:
-    now = time.monotonic()
-    ranks = reply.loads
-    if not ranks:
-        total = reply.aggregate or sglang.AggregateMetrics()
-        return EngineLoad(
-            total.total_running_reqs, total.total_waiting_reqs, total.avg_token_usage, received_at=now
-        )
+def summed_loads(ranks: Sequence[Any]) -> EngineLoad:
+    """Per-DP-rank ``SchedulerLoad``s (SGLang's and vLLM's share these fields) summed into one figure."""
     capacity = sum(r.max_total_num_tokens for r in ranks)
     usage = (
         sum(r.num_used_tokens for r in ranks) / capacity
@@ -340,7 +365,7 @@ def _summed_loads(reply: sglang.GetLoadsResponse) -> EngineLoad:
         token_usage=usage,
         gen_throughput=sum(r.gen_throughput for r in ranks),
         waiting_uncached_tokens=sum(r.num_waiting_uncached_tokens for r in ranks),
-        received_at=now,
+        received_at=time.monotonic(),
     )
 
 

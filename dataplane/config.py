@@ -23,6 +23,9 @@ PolicyName = Literal[
 ]
 AssignmentMode = Literal["random", "min_load", "min_group"]
 ConnectionMode = Literal["grpc", "http"]
+# Which engine service a gRPC worker serves; "auto": asked at registration (SGLang's, then vLLM's).
+Runtime = Literal["auto", "sglang", "vllm"]
+RUNTIMES: tuple[Runtime, ...] = ("auto", "sglang", "vllm")
 HistoryBackend = Literal["memory", "none", "postgres", "redis"]
 HISTORY_BACKENDS: tuple[HistoryBackend, ...] = get_args(HistoryBackend)
 TraceProtocol = Literal["grpc", "http/protobuf"]
@@ -163,6 +166,7 @@ class WorkerSpec:
     url: WorkerUrl
     labels: Mapping[str, str] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
+    runtime: Runtime = "auto"  # gRPC workers only
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,7 @@ class GatewayConfig:
     """Everything the gateway needs to run; validated in ``__post_init__``."""
 
     worker_urls: tuple[WorkerUrl, ...]
+    runtime: Runtime = "auto"  # the engine service of the command line's gRPC workers (--backend)
     host: str = "0.0.0.0"
     port: int = 30000
     model_path: str | None = None

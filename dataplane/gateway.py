@@ -15,8 +15,9 @@ from opentelemetry.trace import Tracer, TracerProvider
 
 from dataplane import tokenizer_fetch
 from dataplane.circuit import BreakerConfig, CircuitBreaker
-from dataplane.client import SglangClient, ShipsTokenizer, WorkerClient
+from dataplane.client import ShipsTokenizer, WorkerClient
 from dataplane.config import GatewayConfig, WorkerSpec
+from dataplane.engine_clients import DetectingClient, engine_client
 from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
 from dataplane.health import HealthPolicy, monitor_health
 from dataplane.metrics import UNKNOWN_MODEL, GatewayMetrics, RequestMeter
@@ -51,7 +52,7 @@ ClientFactory = Callable[[WorkerSpec], WorkerClient]
 def grpc_client_factory(spec: WorkerSpec) -> WorkerClient:
     if spec.url.mode != "grpc":
         raise ConfigError(f"{spec.url.url}: this client factory serves only grpc:// workers")
-    return SglangClient(spec.url.host, spec.url.port, spec.api_key)
+    return engine_client(spec.url.host, spec.url.port, spec.api_key, spec.runtime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ class Gateway:
     async def start(self) -> None:
         """Register every worker in the background; the gateway serves (and is not ready) meanwhile."""
         for url in self.config.worker_urls:
-            self.add_worker(WorkerSpec(url), configured=True)
+            self.add_worker(WorkerSpec(url, runtime=self.config.runtime), configured=True)
         if not self.config.disable_health_check:
             probed = self.metrics.health_checked
             self.spawn(monitor_health(self.registry, self._health, self._on_failed, probed))
@@ -208,6 +209,8 @@ class Gateway:
                 continue
             if not _pending(worker):
                 return  # failed or removed meanwhile
+            if isinstance(worker.client, DetectingClient) and worker.client.detected is not None:
+                worker.client = worker.client.detected  # the engine's own client from now on
             worker.model_id = model.id
             worker.labels = {
                 "served_model_name": info.served_model_name,

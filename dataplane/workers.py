@@ -71,6 +71,7 @@ class Worker:
             "url": self.url.url,
             "model_id": self.model_id,
             "connection_mode": self.url.mode,
+            "runtime_type": self.client.runtime,
             "worker_type": "regular",
             "is_healthy": self.healthy,
             "status": self.status,

@@ -15,12 +15,14 @@ from aiohttp import web
 from adapters.context import GATEWAY
 from adapters.errors import error_response
 from adapters.params import parse_body
-from dataplane.config import WorkerSpec, WorkerUrl
+from dataplane.config import RUNTIMES, WorkerSpec, WorkerUrl
 from dataplane.errors import ConfigError, InvalidRequest
 from dataplane.workers import DuplicateWorker, Worker
 
 # What POST /workers takes of SMG's WorkerSpec; any other field is refused, not ignored.
-WORKER_FIELDS = frozenset({"url", "labels", "api_key", "worker_type", "connection_mode"})
+WORKER_FIELDS = frozenset(
+    {"url", "labels", "api_key", "worker_type", "connection_mode", "runtime_type", "runtime"}
+)
 
 
 def _json(payload: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -143,4 +145,9 @@ def worker_spec(body: Mapping[str, Any]) -> WorkerSpec:
             f"'connection_mode' {mode!r} does not match the url's scheme ({url.mode})",
             param="connection_mode",
         )
-    return WorkerSpec(url, labels, api_key or None)
+    runtime = body.get("runtime_type", body.get("runtime", "auto"))  # SMG's field and its alias
+    if runtime not in RUNTIMES:
+        raise InvalidRequest(
+            f"'runtime_type' {runtime!r} is not supported; one of {', '.join(RUNTIMES)}", param="runtime_type"
+        )
+    return WorkerSpec(url, labels, api_key or None, runtime)

@@ -25,6 +25,7 @@ class FakeClient:
 
     address: str
     script: Script
+    runtime = "sglang"
     info: WorkerInfo
     healthy: bool = True
     loads: EngineLoad | WorkerError | None = None

@@ -1,0 +1,195 @@
+"""A worker serving vLLM's gRPC engine service (``python -m vllm.entrypoints.grpc_server``).
+
+Same shape as ``SglangClient`` (``dataplane/client.py``), with what vLLM does differently on the wire:
+- Sampling: ``temperature`` and ``max_tokens`` are optional (unset: the engine's default), ``top_k`` 0 is
+  "off" (SGLang: −1), ``seed`` exists (int32, clamped as SMG does), ``logit_bias`` keys are token ids,
+  ``logprobs`` is the number of alternatives per token, structured outputs name EBNF ``grammar``.
+- Stop strings stay on the gateway, as for SGLang: the pipeline matches them (hidden, across chunks) and
+  sends single-token stops as ``stop_token_ids``, so the engine never needs to detokenize.
+- Streamed chunks report ``completion_tokens`` as the delta's length and the final ``Complete`` repeats
+  the last delta: the running total is kept here, so ``Chunk``/``Complete`` mean what they mean for
+  SGLang (``completion_tokens`` counts everything generated so far).
+- ``Abort`` takes a list of request ids and answers nothing; ``GetModelInfo`` has no weight version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+from smg_grpc_proto.generated import vllm_engine_pb2 as vllm_pb
+
+from dataplane.client import GrpcWorker, logprob_block, summed_loads, worker_error
+from dataplane.types import (
+    Chunk,
+    Complete,
+    EngineLoad,
+    LogprobBlock,
+    WireRequest,
+    WorkerInfo,
+    WorkerMessage,
+)
+from proto._gen.vllm.grpc import engine as vllm
+
+_GENERATE = "/vllm.grpc.engine.VllmEngine/Generate"
+_INT32 = (-(2**31), 2**31 - 1)
+# SamplingParams' `constraint` oneof, by constraint kind.
+_CONSTRAINT_FIELDS = {
+    "json_schema": "json_schema",
+    "regex": "regex",
+    "ebnf": "grammar",
+    "structural_tag": "structural_tag",
+}
+
+
+class VllmClient(GrpcWorker):
+    """A worker serving vLLM's ``vllm.grpc.engine.VllmEngine`` service."""
+
+    runtime = "vllm"
+    _KV_EVENTS_PATH = "/vllm.grpc.engine.VllmEngine/SubscribeKvEvents"
+    _stub: vllm.VllmEngineStub
+
+    def __init__(self, host: str, port: int, api_key: str | None = None) -> None:
+        super().__init__(host, port, api_key)
+        self._stub = vllm.VllmEngineStub(self._channel)
+
+    async def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
+        """Stream the worker's answer. Leaving the iteration early cancels the gRPC stream."""
+        message = _encode(request)
+        top = request.sampling.top_logprobs
+        totals: dict[int, int] = {}  # tokens streamed so far, per choice index
+        try:
+            async with self._channel.request(
+                _GENERATE,
+                Cardinality.UNARY_STREAM,
+                vllm_pb.GenerateRequest,
+                vllm_pb.GenerateResponse,
+                metadata=self._metadata(request),
+            ) as stream:
+                await stream.send_message(message, end=True)
+                while (reply := await stream.recv_message()) is not None:
+                    kind = reply.WhichOneof("response")
+                    if kind == "chunk":
+                        chunk = reply.chunk
+                        index = chunk.index
+                        total = totals[index] = totals.get(index, 0) + len(chunk.token_ids)
+                        yield Chunk(
+                            index=index,
+                            token_ids=list(chunk.token_ids),
+                            prompt_tokens=chunk.prompt_tokens,
+                            completion_tokens=total,
+                            cached_tokens=chunk.cached_tokens,
+                            logprobs=_logprobs(chunk, top),
+                        )
+                    elif kind == "complete":
+                        yield _complete(reply.complete, totals.get(reply.complete.index), top)
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+
+    async def abort(self, request_id: str, reason: str) -> bool:
+        try:
+            await self._stub.abort(
+                vllm.AbortRequest(request_ids=[request_id]), timeout=5, metadata=self._auth
+            )
+        except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
+            return False
+        return True
+
+    async def health(self, timeout: float) -> bool:
+        try:
+            reply = await self._stub.health_check(timeout=timeout, metadata=self._auth)
+        except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
+            return False
+        return reply.healthy
+
+    async def model_info(self, timeout: float) -> WorkerInfo:
+        try:
+            info = await self._stub.get_model_info(timeout=timeout, metadata=self._auth)
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+        return WorkerInfo(
+            served_model_name=info.served_model_name,
+            model_path=info.model_path,
+            tokenizer_path=info.tokenizer_path,
+            max_context_length=info.max_context_length,
+            eos_token_ids=tuple(info.eos_token_ids),
+            weight_version="default",
+        )
+
+    async def get_loads(self, timeout: float) -> EngineLoad | None:
+        request = vllm.GetLoadsRequest(include=["core"])
+        try:
+            reply = await self._stub.get_loads(request, timeout=timeout, metadata=self._auth)
+        except GRPCError as exc:
+            if exc.status is Status.UNIMPLEMENTED:
+                return None
+            raise worker_error(exc, self.address) from exc
+        except (TimeoutError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+        if not reply.loads:
+            return EngineLoad(0, 0, 0.0)
+        return summed_loads(reply.loads)
+
+
+def _encode(request: WireRequest) -> Any:
+    s = request.sampling
+    params = vllm_pb.SamplingParams(
+        top_p=1.0 if s.top_p is None else s.top_p,
+        top_k=s.top_k if s.top_k is not None and s.top_k > 0 else 0,
+        min_p=s.min_p or 0.0,
+        frequency_penalty=s.frequency_penalty,
+        presence_penalty=s.presence_penalty,
+        repetition_penalty=1.0 if s.repetition_penalty is None else s.repetition_penalty,
+        min_tokens=s.min_tokens,
+        stop_token_ids=request.stop_token_ids,
+        skip_special_tokens=True,
+        spaces_between_special_tokens=True,
+        ignore_eos=s.ignore_eos,
+        n=s.n,
+        logit_bias={int(token): bias for token, bias in s.logit_bias.items()},
+    )
+    if s.temperature is not None:
+        params.temperature = s.temperature
+    if s.max_tokens is not None:
+        params.max_tokens = s.max_tokens
+    if s.seed is not None:
+        params.seed = min(max(s.seed, _INT32[0]), _INT32[1])
+    if s.logprobs:
+        params.logprobs = s.top_logprobs
+    if (constraint := request.constraint) is not None:
+        setattr(params, _CONSTRAINT_FIELDS[constraint.kind], constraint.value)
+    return vllm_pb.GenerateRequest(
+        request_id=request.request_id,
+        tokenized=vllm_pb.TokenizedInput(original_text=request.original_text, input_ids=request.input_ids),
+        sampling_params=params,
+        stream=request.stream,
+    )
+
+
+def _logprobs(message: Any, top: int) -> LogprobBlock | None:
+    """The message's logprobs with at most ``top`` alternatives per token (vLLM may send one more: the
+    sampled token beside the best ones)."""
+    if not message.HasField("output_logprobs"):
+        return None
+    block = logprob_block(message.output_logprobs)
+    if block is not None and any(len(ids) > top for ids, _ in block.top):
+        block = LogprobBlock(block.token_ids, block.logprobs, [(i[:top], v[:top]) for i, v in block.top])
+    return block
+
+
+def _complete(complete: Any, streamed: int | None, top: int) -> Complete:
+    """``streamed``: the tokens the choice's chunks carried (its total), ``None`` when not streaming."""
+    which = complete.WhichOneof("matched_stop")
+    matched: int | str | None = None if which is None else getattr(complete, which)
+    return Complete(
+        index=complete.index,
+        output_ids=list(complete.output_ids),
+        finish_reason=complete.finish_reason or "stop",
+        matched_stop=matched,
+        prompt_tokens=complete.prompt_tokens,
+        completion_tokens=len(complete.output_ids) if streamed is None else streamed,
+        cached_tokens=complete.cached_tokens,
+        logprobs=_logprobs(complete, top),
+    )
