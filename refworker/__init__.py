@@ -1,5 +1,5 @@
-"""Reference engine simulator: serves the real SGLang scheduler or vLLM engine gRPC service
-(or OpenAI HTTP) for tests.
+"""Reference engine simulator: serves the real SGLang scheduler, vLLM engine or TensorRT-LLM gRPC
+service (or OpenAI HTTP) for tests.
 
 It is the other side of the wire, so it imports nothing from ``dataplane``, ``adapters`` or ``parsers``.
 """

@@ -18,7 +18,7 @@ from refworker.server import RefWorker
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="refworker", description="Reference engine simulator (SGLang or vLLM gRPC)"
+        prog="refworker", description="Reference engine simulator (SGLang, vLLM or TensorRT-LLM gRPC)"
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1")

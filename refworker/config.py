@@ -9,11 +9,11 @@ from typing import Literal
 
 Mode = Literal["grpc", "http"]
 # Which engine's gRPC service the worker serves (gRPC mode only).
-EngineName = Literal["sglang", "vllm"]
+EngineName = Literal["sglang", "vllm", "trtllm"]
 ScriptName = Literal["echo", "fixed", "tool", "think", "think_tool", "filler"]
 SCRIPT_NAMES: tuple[ScriptName, ...] = ("echo", "fixed", "tool", "think", "think_tool", "filler")
 MODES: tuple[Mode, ...] = ("grpc", "http")
-ENGINES: tuple[EngineName, ...] = ("sglang", "vllm")
+ENGINES: tuple[EngineName, ...] = ("sglang", "vllm", "trtllm")
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 
 

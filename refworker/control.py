@@ -1,8 +1,8 @@
 """What tests read of a worker: its record (requests received, aborts, cancellations) and counters.
 
-SGLang's ``GetServerInfo`` carries it in ``scheduler_info``; vLLM's has no such field, so a worker serving
-vLLM's service also answers ``/refworker.Control/Record`` (a ``google.protobuf.Struct``) — a method no
-engine has, which a gateway never calls.
+SGLang's ``GetServerInfo`` carries it in ``scheduler_info``; vLLM's and TensorRT-LLM's have no such field, so
+a worker serving either of their services also answers ``/refworker.Control/Record`` (a
+``google.protobuf.Struct``) — a method no engine has, which a gateway never calls.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""What the SGLang and vLLM gRPC services share: Generate's skeleton and the ``smg.grpc.common`` RPCs.
+"""What the SGLang, vLLM and TensorRT-LLM gRPC services share: Generate's skeleton and the
+``smg.grpc.common`` RPCs.
 
 A service subclasses ``CommonServicer`` first, then its engine's generated servicer (whose methods all
-answer UNIMPLEMENTED), sets ``pb`` to its engine's message module and implements ``_generate`` with
-``_plan`` and ``_serve`` around its own message builder.
+answer UNIMPLEMENTED), sets ``pb`` to its engine's message module (and the ``*_field`` names where its
+``GenerateRequest`` differs) and implements ``_generate`` with ``_plan`` and ``_serve`` around its own
+message builder. Only the RPCs an engine's service declares are registered: TensorRT-LLM's has no
+FlushCache, so the inherited method is simply never called there.
 """
 
 from __future__ import annotations
@@ -29,10 +32,17 @@ _log = logging.getLogger(__name__)
 
 # A constraint as the engine takes it: (SGLang constraint field name, value); see Engine.constrained_ids.
 Constraint = tuple[str, str]
+# "Any JSON object" (vLLM's json_object, TensorRT-LLM's GUIDE_TYPE_JSON) as the engine's json_schema.
+JSON_OBJECT_SCHEMA = '{"type": "object"}'
+# Top alternatives per token served at most (vLLM's default --max-logprobs); more is refused.
+MAX_LOGPROBS = 20
 
 
 class CommonServicer:
     pb: ClassVar[ModuleType]  # the engine's generated message module
+    # GenerateRequest's stream flag and TokenizedInput's prompt ids, as the engine's proto names them.
+    stream_field: ClassVar[str] = "stream"
+    prompt_field: ClassVar[str] = "input_ids"
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -41,11 +51,11 @@ class CommonServicer:
 
     async def Generate(self, request: Any, context: Context) -> None:
         metadata = context.invocation_metadata() or ()
-        attributes = {"smg.request_id": request.request_id, "stream": request.stream}
+        attributes = {"smg.request_id": request.request_id, "stream": getattr(request, self.stream_field)}
         with tracing.request_span(metadata, attributes) as span:
             await self._generate(request, context, metadata)
             if span is not None:
-                span.set_attribute("prompt_tokens", len(request.tokenized.input_ids))
+                span.set_attribute("prompt_tokens", len(getattr(request.tokenized, self.prompt_field)))
 
     async def _generate(self, request: Any, context: Context, metadata: Any) -> None:
         raise NotImplementedError
@@ -139,10 +149,15 @@ class CommonServicer:
             events.unsubscribe(subscription)
 
 
+def reported_model_path(engine: Engine) -> str:
+    """The model path GetModelInfo reports: ``--reported-model-path``, else the model directory."""
+    return engine.config.reported_model_path or str(engine.model.path)
+
+
 def model_info_fields(engine: Engine) -> dict[str, Any]:
     """``GetModelInfoResponse`` fields whose names and meaning SGLang and vLLM share."""
     model = engine.model
-    reported = engine.config.reported_model_path or str(model.path)
+    reported = reported_model_path(engine)
     fields: dict[str, Any] = {
         "model_path": reported,
         "tokenizer_path": reported,

@@ -64,10 +64,11 @@ def _request_dict(request: Message | Mapping[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = MessageToDict(request, preserving_proto_field_name=True)
     tokenized = data.get("tokenized")
     if isinstance(tokenized, dict):
-        ids = tokenized.get("input_ids")
-        if isinstance(ids, list) and len(ids) > RECORDED_IDS_LIMIT:
-            tokenized["input_ids"] = ids[:RECORDED_IDS_LIMIT]
-            tokenized["input_ids_count"] = len(ids)
+        for field in ("input_ids", "input_token_ids"):  # SGLang's and vLLM's; TensorRT-LLM's
+            ids = tokenized.get(field)
+            if isinstance(ids, list) and len(ids) > RECORDED_IDS_LIMIT:
+                tokenized[field] = ids[:RECORDED_IDS_LIMIT]
+                tokenized[f"{field}_count"] = len(ids)
         text = tokenized.get("original_text")
         if isinstance(text, str) and len(text) > RECORDED_TEXT_LIMIT:
             tokenized["original_text"] = text[:RECORDED_TEXT_LIMIT]

@@ -7,7 +7,7 @@ import logging
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc, vllm_engine_pb2_grpc
+from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc, trtllm_service_pb2_grpc, vllm_engine_pb2_grpc
 
 from refworker import control
 from refworker.config import ConfigError, WorkerConfig
@@ -16,10 +16,12 @@ from refworker.grpc_common import CommonServicer
 from refworker.grpc_service import SchedulerService
 from refworker.http_service import HttpWorker
 from refworker.model import ModelFiles
+from refworker.trtllm_service import TrtllmService
 from refworker.vllm_service import VllmService
 
 SGLANG_SERVICE = "sglang.grpc.scheduler.SglangScheduler"
 VLLM_SERVICE = "vllm.grpc.engine.VllmEngine"
+TRTLLM_SERVICE = "trtllm.TrtllmService"
 STOP_GRACE_S = 1.0
 # Long prompts: gRPC's 4 MiB default would reject a 1M-token request.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -52,15 +54,21 @@ class RefWorker:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        if self.config.engine == "vllm":
+        engine = self.config.engine
+        if engine == "vllm":
             self._service = VllmService(self.engine)
             vllm_engine_pb2_grpc.add_VllmEngineServicer_to_server(self._service, server)
-            server.add_generic_rpc_handlers((control.record_handler(self.engine),))
             service_name, label = VLLM_SERVICE, "vLLM"
+        elif engine == "trtllm":
+            self._service = TrtllmService(self.engine)
+            trtllm_service_pb2_grpc.add_TrtllmServiceServicer_to_server(self._service, server)
+            service_name, label = TRTLLM_SERVICE, "TensorRT-LLM"
         else:
             self._service = SchedulerService(self.engine)
             sglang_scheduler_pb2_grpc.add_SglangSchedulerServicer_to_server(self._service, server)
             service_name, label = SGLANG_SERVICE, "SGLang"
+        if engine != "sglang":  # SGLang's GetServerInfo carries the record; the others' have no place for it
+            server.add_generic_rpc_handlers((control.record_handler(self.engine),))
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         port: int = server.add_insecure_port(f"{_grpc_host(self.config.host)}:{self.config.port}")

@@ -16,14 +16,17 @@ from smg_grpc_proto.generated import vllm_engine_pb2 as pb
 from smg_grpc_proto.generated import vllm_engine_pb2_grpc as pb_grpc
 
 from refworker.engine import Engine, GenerationRequest, Live
-from refworker.grpc_common import CommonServicer, Constraint, model_info_fields
+from refworker.grpc_common import (
+    JSON_OBJECT_SCHEMA,
+    MAX_LOGPROBS,  # vLLM's default --max-logprobs: more top alternatives per token (or -1, "all") is refused
+    CommonServicer,
+    Constraint,
+    model_info_fields,
+)
 from refworker.grpc_emit import Context
 from refworker.vllm_messages import VllmResponseBuilder, loads_response
 
 SERVER_TYPE = "vllm-grpc"
-JSON_OBJECT_SCHEMA = '{"type": "object"}'
-# vLLM's default --max-logprobs: more top alternatives per token (or -1, "all") is refused.
-MAX_LOGPROBS = 20
 # Engine-side constraint kinds (Engine.constrained_ids takes SGLang's field names) of vLLM's string ones.
 _CONSTRAINT_KINDS = {"json_schema": "json_schema", "regex": "regex", "grammar": "ebnf_grammar"}
 _log = logging.getLogger(__name__)

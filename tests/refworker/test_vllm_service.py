@@ -411,7 +411,7 @@ def test_engine_vllm_needs_grpc_mode(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_cli_rejects_an_unknown_engine() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "refworker", "--port", "0", "--engine", "trtllm"],
+        [sys.executable, "-m", "refworker", "--port", "0", "--engine", "mlx"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
