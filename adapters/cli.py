@@ -54,13 +54,13 @@ passed through to the engine command (the gateway also reads the engine's
 
 # `smg serve` owns --host/--port and computes the worker URLs; its --model-path is the engine's.
 _SERVE_FLAGS = [flag for flag in SUPPORTED_FLAGS if not flag.launch_only]
-# The gateway's client for the workers `smg serve` starts (the reference worker can serve either service,
-# TRT-LLM's is not spoken yet: asked at registration, which then says so).
+# The gateway's client for the workers `smg serve` starts (the reference worker serves any of the three:
+# asked at registration).
 SERVE_RUNTIMES: dict[Backend, Runtime] = {
     "sglang": "sglang",
     "vllm": "vllm",
     "reference": "auto",
-    "trtllm": "auto",
+    "trtllm": "trtllm",
 }
 _FALLBACK_FLAGS = [flag for flag in _SERVE_FLAGS if not flag.shared and flag.field != "model_path"]
 

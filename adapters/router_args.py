@@ -104,7 +104,7 @@ def runtime(value: str) -> str:
     if value in SMG_RUNTIMES and value not in RUNTIMES:
         raise UnsupportedOption(
             f"--backend {value} is not supported yet; supported: {', '.join(RUNTIMES)} "
-            "(auto asks each gRPC worker which service it serves: SGLang's or vLLM's)"
+            "(auto asks each gRPC worker which service it serves)"
         )
     return value
 
@@ -127,7 +127,7 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
     ),
     RouterFlag(
         "backend", "runtime", {"type": runtime, "choices": RUNTIMES, "metavar": "RUNTIME"},
-        "engine service of the gRPC workers: auto (asked at registration), sglang or vllm",
+        "engine service of the gRPC workers: auto (asked at registration), sglang, vllm or trtllm",
         ("runtime",), launch_only=True,
     ),
     RouterFlag("model-path", "model_path", {"metavar": "PATH"},

@@ -23,9 +23,9 @@ PolicyName = Literal[
 ]
 AssignmentMode = Literal["random", "min_load", "min_group"]
 ConnectionMode = Literal["grpc", "http"]
-# Which engine service a gRPC worker serves; "auto": asked at registration (SGLang's, then vLLM's).
-Runtime = Literal["auto", "sglang", "vllm"]
-RUNTIMES: tuple[Runtime, ...] = ("auto", "sglang", "vllm")
+# Which engine service a gRPC worker serves; "auto": asked at registration (SGLang's, vLLM's, TRT-LLM's).
+Runtime = Literal["auto", "sglang", "vllm", "trtllm"]
+RUNTIMES: tuple[Runtime, ...] = ("auto", "sglang", "vllm", "trtllm")
 HistoryBackend = Literal["memory", "none", "postgres", "redis"]
 HISTORY_BACKENDS: tuple[HistoryBackend, ...] = get_args(HistoryBackend)
 TraceProtocol = Literal["grpc", "http/protobuf"]

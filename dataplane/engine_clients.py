@@ -1,8 +1,9 @@
-"""The gRPC client for a worker's engine: SGLang's or vLLM's service, named or found out.
+"""The gRPC client for a worker's engine: SGLang's, vLLM's or TensorRT-LLM's service, named or found out.
 
 A worker added without a runtime (``--backend auto``, the default, or ``POST /workers`` without
-``runtime_type``) gets a ``DetectingClient``: its first ``model_info`` asks SGLang's ``GetModelInfo``, and on
-UNIMPLEMENTED vLLM's, as SMG probes the runtimes in turn; from then on it is that engine's client. The
+``runtime_type``) gets a ``DetectingClient``: its first ``model_info`` asks SGLang's ``GetModelInfo``, on
+UNIMPLEMENTED vLLM's, then TensorRT-LLM's, as SMG probes the runtimes in turn; from then on it is that
+engine's client. The
 gateway then puts the detected client itself on the worker (``detected``), so requests do not pay for the
 indirection.
 """
@@ -16,12 +17,15 @@ from dataplane.client import SglangClient, WorkerClient
 from dataplane.config import Runtime
 from dataplane.errors import WorkerError
 from dataplane.tokenizer_fetch import TokenizerBundle
+from dataplane.trtllm_client import TrtllmClient
 from dataplane.types import EngineLoad, KvEventBatch, WireRequest, WorkerInfo, WorkerMessage
 from dataplane.vllm_client import VllmClient
 
 log = logging.getLogger(__name__)
 
 UNIMPLEMENTED = 501  # the HTTP status a gRPC UNIMPLEMENTED maps to (dataplane/client.py)
+EngineClient = SglangClient | VllmClient | TrtllmClient
+CANDIDATES: tuple[type[EngineClient], ...] = (SglangClient, VllmClient, TrtllmClient)
 
 
 def engine_client(host: str, port: int, api_key: str | None, runtime: Runtime) -> WorkerClient:
@@ -30,6 +34,8 @@ def engine_client(host: str, port: int, api_key: str | None, runtime: Runtime) -
             return SglangClient(host, port, api_key)
         case "vllm":
             return VllmClient(host, port, api_key)
+        case "trtllm":
+            return TrtllmClient(host, port, api_key)
         case "auto":
             return DetectingClient(host, port, api_key)
 
@@ -40,13 +46,13 @@ class DetectingClient:
     def __init__(self, host: str, port: int, api_key: str | None) -> None:
         self.address = f"grpc://{host}:{port}"
         self._host, self._port, self._api_key = host, port, api_key
-        self.detected: SglangClient | VllmClient | None = None
+        self.detected: EngineClient | None = None
 
     async def model_info(self, timeout: float) -> WorkerInfo:
         if self.detected is not None:
             return await self.detected.model_info(timeout)
         refusals = []
-        for kind in (SglangClient, VllmClient):
+        for kind in CANDIDATES:
             client = kind(self._host, self._port, self._api_key)
             try:
                 info = await client.model_info(timeout)
@@ -60,8 +66,8 @@ class DetectingClient:
             log.info("worker %s serves %s", self.address, kind.__name__.removesuffix("Client"))
             return info
         raise WorkerError(
-            f"worker {self.address} serves neither SGLang's nor vLLM's gRPC service (TRT-LLM's is not "
-            f"supported yet): {'; '.join(refusals)}",
+            f"worker {self.address} serves none of SGLang's, vLLM's and TensorRT-LLM's gRPC services: "
+            f"{'; '.join(refusals)}",
             status=UNIMPLEMENTED,
         )
 
@@ -69,7 +75,7 @@ class DetectingClient:
     def runtime(self) -> str:
         return "auto" if self.detected is None else self.detected.runtime
 
-    def _client(self) -> SglangClient | VllmClient:
+    def _client(self) -> EngineClient:
         if self.detected is None:
             raise WorkerError(f"worker {self.address}: its engine is not known yet", status=503)
         return self.detected

@@ -357,7 +357,7 @@ def test_serve_getting_started(argv: list[str], backend: str, mode: str, dp: int
 
 @pytest.mark.parametrize(
     ("backend", "runtime"),
-    [("sglang", "sglang"), ("vllm", "vllm"), ("trtllm", "auto"), ("reference", "auto")],
+    [("sglang", "sglang"), ("vllm", "vllm"), ("trtllm", "trtllm"), ("reference", "auto")],
 )
 def test_serve_tells_the_gateway_which_service_its_workers_speak(backend: str, runtime: str) -> None:
     plan = cli.parse_serve(["--backend", backend, "--model", "/m"])
@@ -366,13 +366,18 @@ def test_serve_tells_the_gateway_which_service_its_workers_speak(backend: str, r
 
 @pytest.mark.parametrize(
     ("argv", "runtime"),
-    [([], "auto"), (["--backend", "vllm"], "vllm"), (["--runtime", "sglang"], "sglang")],
+    [
+        ([], "auto"),
+        (["--backend", "vllm"], "vllm"),
+        (["--runtime", "sglang"], "sglang"),
+        (["--backend", "trtllm"], "trtllm"),
+    ],
 )
 def test_launch_backend_names_the_workers_service(argv: list[str], runtime: str) -> None:
     assert cli.parse_launch(["--worker-urls", "grpc://h:1", *argv]).runtime == runtime
 
 
-@pytest.mark.parametrize("backend", ["trtllm", "tokenspeed", "mlx", "openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("backend", ["tokenspeed", "mlx", "openai", "anthropic", "gemini"])
 def test_launch_refuses_runtimes_it_does_not_speak(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["launch", "--worker-urls", "grpc://h:1", "--backend", backend]) != 0
     assert f"--backend {backend} is not supported yet" in capsys.readouterr().err

@@ -67,7 +67,7 @@ async def send_one_long_prompt_four_times(d: Deployment, tag: str) -> str:
         ({"url": "grpc://127.0.0.1:1", "worker_type": "prefill"}, "worker_type"),
         ({"url": "grpc://127.0.0.1:1", "connection_mode": "http"}, "connection_mode"),
         ({"url": "grpc://127.0.0.1:1", "api_key": 5}, "api_key"),
-        ({"url": "grpc://127.0.0.1:1", "runtime_type": "trtllm"}, "runtime_type"),
+        ({"url": "grpc://127.0.0.1:1", "runtime_type": "tokenspeed"}, "runtime_type"),
         (["grpc://127.0.0.1:1"], None),
     ],
 )
