@@ -30,6 +30,7 @@ from dataplane.sticky import StickyKeys
 from dataplane.telemetry import RequestTrace, tracer
 from dataplane.tokenizer import ModelTokenizer, load_tokenizer
 from dataplane.tokenizer_cache import CacheConfig
+from dataplane.tokenizer_registry import TokenizerRegistry
 from dataplane.types import (
     Choice,
     Completion,
@@ -112,9 +113,11 @@ class Gateway:
         self._models: dict[str, Model] = {}
         self._aliases: dict[str, str] = {}
         self._tokenizers: dict[str, asyncio.Future[ModelTokenizer]] = {}
+        # Tasks first: the registry spawns its loads.
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.registered_tokenizers = TokenizerRegistry(self._load_registered, self.spawn)
         self.metrics = GatewayMetrics(config.policy, config.prometheus_duration_buckets)
         self.metrics.watch(self.registry, self.tokenizers)
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.first_ready = asyncio.Event()  # set when the first worker is registered
         self._worker_tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._health = HealthPolicy(
@@ -267,6 +270,13 @@ class Gateway:
         return None
 
     async def _load_tokenizer(self, directory: str) -> ModelTokenizer:
+        return await self._load_with_template(directory, self.config.chat_template)
+
+    async def _load_registered(self, directory: str, chat_template: str | None) -> ModelTokenizer:
+        """A tokenizer registered at run time: its own template, or its directory's."""
+        return await self._load_with_template(directory, chat_template)
+
+    async def _load_with_template(self, directory: str, chat_template: str | None) -> ModelTokenizer:
         c = self.config
         cache = CacheConfig(
             enable_l0=c.tokenizer_cache_enable_l0,
@@ -275,7 +285,7 @@ class Gateway:
             enable_l1=c.tokenizer_cache_enable_l1,
             l1_max_memory=c.tokenizer_cache_l1_max_memory,
         )
-        return await asyncio.to_thread(load_tokenizer, directory, c.chat_template, cache)
+        return await asyncio.to_thread(load_tokenizer, directory, chat_template, cache)
 
     async def _fetch_tokenizer(self, info: WorkerInfo, worker: Worker) -> ModelTokenizer:
         """No local tokenizer: the worker's own, over ``GetTokenizer`` (verified, unpacked to the cache)."""
@@ -301,8 +311,13 @@ class Gateway:
         return [m for m in self._models.values() if self.registry.serves(m.id)]
 
     def tokenizers(self) -> list[ModelTokenizer]:
-        """Every loaded tokenizer (models of HTTP workers have none)."""
-        return [m.tokenizer for m in self._models.values() if m.tokenizer is not None]
+        """Every loaded tokenizer: the models' (models of HTTP workers have none) and the registered."""
+        models = [m.tokenizer for m in self._models.values() if m.tokenizer is not None]
+        return models + self.registered_tokenizers.loaded()
+
+    def has_model(self, name: str) -> bool:
+        """Whether ``name`` names a model the gateway knows (or an alias of one), served now or not."""
+        return name in self._models or name in self._aliases
 
     def model(self, name: str) -> Model:
         model = self._models.get(name) or self._models.get(self._aliases.get(name, ""))
@@ -319,7 +334,13 @@ class Gateway:
         return select_worker(self.registry, self.policy, route, exclude)
 
     def tokenizer(self, name: str) -> ModelTokenizer:
-        model = self.model(name)
+        """The tokenizer of model ``name``, else the one registered as ``name`` (``POST /v1/tokenizers``)."""
+        try:
+            model = self.model(name)
+        except ModelNotFound:
+            if (registered := self.registered_tokenizers.find(name)) is not None:
+                return registered
+            raise
         if model.tokenizer is None:
             raise InvalidRequest(
                 f"model {model.id!r} is served by HTTP workers; the gateway has no tokenizer"

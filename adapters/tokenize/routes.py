@@ -1,4 +1,5 @@
-"""``POST /v1/tokenize``, ``POST /v1/detokenize``, ``GET /v1/tokenizers[/{name}]``."""
+"""``POST /v1/tokenize``, ``POST /v1/detokenize`` and ``/v1/tokenizers``: the models' tokenizers (named as
+the model) and the ones registered at run time (``POST``, by name or id; ``DELETE`` removes those)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from adapters.context import GATEWAY
 from adapters.params import parse_body
 from adapters.tokenize.request import parse_detokenize, parse_tokenize
 from adapters.tokenize.service import Tokenized, token_strs, tokenize
-from dataplane.errors import ModelNotFound
-from dataplane.gateway import Model
+from dataplane.errors import InvalidRequest, ModelNotFound
+from dataplane.gateway import Gateway, Model
+from dataplane.tokenizer_registry import TokenizerNotFound
 
 
-def _json(payload: object) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), content_type="application/json")
+def _json(payload: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
 
 async def tokenize_route(request: web.Request) -> web.Response:
@@ -51,16 +53,74 @@ async def detokenize_route(request: web.Request) -> web.Response:
 
 
 async def list_tokenizers(request: web.Request) -> web.Response:
-    models = [m for m in request.app[GATEWAY].models() if m.tokenizer is not None]
-    return _json({"tokenizers": [describe(m) for m in models]})
+    gateway = request.app[GATEWAY]
+    models: list[Mapping[str, Any]] = [describe(m) for m in gateway.models() if m.tokenizer is not None]
+    registered: list[Mapping[str, Any]] = [t.describe() for t in gateway.registered_tokenizers.all()]
+    return _json({"tokenizers": models + registered})
+
+
+async def add_tokenizer(request: web.Request) -> web.Response:
+    """``POST /v1/tokenizers {name, source, chat_template_path?}``: 202, loaded in the background."""
+    body = parse_body(await request.read())
+    fields = {"name": body.get("name"), "source": body.get("source")}
+    for field, value in fields.items():
+        if not isinstance(value, str) or not value:
+            raise InvalidRequest(f"'{field}' is required (a string)", param=field)
+    template = body.get("chat_template_path")
+    if template is not None and not isinstance(template, str):
+        raise InvalidRequest("'chat_template_path' must be a string", param="chat_template_path")
+    unknown = sorted(set(body) - {"name", "source", "chat_template_path"})
+    if unknown:
+        raise InvalidRequest(f"unsupported field(s): {', '.join(unknown)}", param=unknown[0])
+    gateway = request.app[GATEWAY]
+    entry = gateway.registered_tokenizers.add(
+        str(fields["name"]), str(fields["source"]), template, gateway.has_model
+    )
+    return _json({"id": entry.id, "status": entry.status, "message": entry.message}, status=202)
 
 
 async def get_tokenizer(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    model = request.app[GATEWAY].model(name)
+    gateway, name = request.app[GATEWAY], request.match_info["name"]
+    try:
+        return _json(gateway.registered_tokenizers.get(name).describe())
+    except TokenizerNotFound:
+        return _json(describe(_model_with_tokenizer(gateway, name)))
+
+
+async def tokenizer_status(request: web.Request) -> web.Response:
+    gateway, name = request.app[GATEWAY], request.match_info["name"]
+    try:
+        return _json(gateway.registered_tokenizers.get(name).state())
+    except TokenizerNotFound:
+        model = _model_with_tokenizer(gateway, name)
+    assert model.tokenizer is not None
+    message = f"Tokenizer of model {model.id!r} is loaded and ready"
+    return _json(
+        {"id": model.id, "status": "completed", "message": message, "vocab_size": model.tokenizer.vocab_size}
+    )
+
+
+async def remove_tokenizer(request: web.Request) -> web.Response:
+    gateway, name = request.app[GATEWAY], request.match_info["name"]
+    try:
+        entry = gateway.registered_tokenizers.remove(name)
+    except TokenizerNotFound:
+        if gateway.has_model(name):
+            raise InvalidRequest(
+                f"{name!r} is a served model's tokenizer: it goes with the model's workers", param="name"
+            ) from None
+        raise
+    return _json({"success": True, "message": f"Tokenizer {entry.name!r} removed successfully"})
+
+
+def _model_with_tokenizer(gateway: Gateway, name: str) -> Model:
+    try:
+        model = gateway.model(name)
+    except ModelNotFound:
+        raise TokenizerNotFound(f"Tokenizer {name!r} not found") from None
     if model.tokenizer is None:
-        raise ModelNotFound(f"model {model.id!r} is served by HTTP workers: the gateway has no tokenizer")
-    return _json(describe(model))
+        raise TokenizerNotFound(f"model {model.id!r} is served by HTTP workers: the gateway has no tokenizer")
+    return model
 
 
 def describe(model: Model) -> Mapping[str, Any]:

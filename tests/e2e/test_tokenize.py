@@ -152,7 +152,7 @@ async def test_tokenizers_list_and_cache_counters(http: aiohttp.ClientSession, s
     assert l0["hits"] >= 1 and l0["entries"] >= 1 and l1["misses"] >= 1
     assert 0 < l1["memory_bytes"] <= l1["max_memory_bytes"] == 50 * 1024 * 1024
     async with http.get(f"{shared.url}/v1/tokenizers/nope") as reply:
-        assert reply.status == 404 and (await reply.json())["error"]["code"] == "model_not_found"
+        assert reply.status == 404 and (await reply.json())["error"]["code"] == "tokenizer_not_found"
 
 
 async def small_requests_during(
