@@ -146,22 +146,26 @@ def _text_content(content: object, where: str) -> str:
 
 def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], ToolChoice]:
     """The tools the template gets, and the parsed ``tool_choice`` (SMG's rules: a choice other than
-    ``none`` needs tools; a named function must be one of them and is the only one rendered)."""
+    ``none`` needs tools; a named function must be one of them and is the only one rendered). OpenAI's
+    ``allowed_tools`` narrows the tools to its list: only those are rendered, so the model cannot call
+    another, and ``mode`` is ``auto`` or ``required`` over them."""
     tools = params.get(body, "tools", list, [])
     names = [_tool_name(tool, i) for i, tool in enumerate(tools)]
-    choice = _tool_choice(body.get("tool_choice"))
+    choice, allowed = _tool_choice(body.get("tool_choice"))
     if body.get("tool_choice") not in (None, "none") and not tools:
         raise InvalidRequest("'tool_choice' is only allowed when 'tools' are specified", param="tool_choice")
     if choice.mode == "none":
         return (), choice
     if choice.mode == "function":
-        if choice.function not in names:
-            raise InvalidRequest(
-                f"Invalid value for 'tool_choice': function {choice.function!r} not found in 'tools'",
-                param="tool_choice",
-            )
-        return tuple(t for t, name in zip(tools, names, strict=True) if name == choice.function), choice
-    return tuple(tools), choice
+        allowed = (str(choice.function),)
+    if allowed is None:
+        return tuple(tools), choice
+    if missing := [name for name in allowed if name not in names]:
+        raise InvalidRequest(
+            f"Invalid value for 'tool_choice': function {missing[0]!r} not found in 'tools'",
+            param="tool_choice",
+        )
+    return tuple(t for t, name in zip(tools, names, strict=True) if name in allowed), choice
 
 
 def _tool_name(tool: object, i: int) -> str:
@@ -176,22 +180,43 @@ def _tool_name(tool: object, i: int) -> str:
     return name
 
 
-def _tool_choice(value: object) -> ToolChoice:
+def _tool_choice(value: object) -> tuple[ToolChoice, tuple[str, ...] | None]:
+    """The choice, and the names ``allowed_tools`` narrows the tools to (``None``: all of them)."""
     if value is None or value == "auto":
-        return ToolChoice("auto")
+        return ToolChoice("auto"), None
     if value in ("none", "required"):
-        return ToolChoice(value)
+        return ToolChoice(value), None
     if isinstance(value, dict) and value.get("type") == "function":
         function = value.get("function")
         name = function.get("name") if isinstance(function, dict) else None
         if isinstance(name, str) and name:
-            return ToolChoice("function", name)
+            return ToolChoice("function", name), None
     if isinstance(value, dict) and value.get("type") == "allowed_tools":
-        raise UnsupportedParameter("tool_choice 'allowed_tools' is not supported", param="tool_choice")
+        return _allowed_tools(value.get("allowed_tools"))
     raise InvalidRequest(
-        "'tool_choice' must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
+        "'tool_choice' must be 'none', 'auto', 'required', {'type': 'function', 'function': {'name': ...}} "
+        "or {'type': 'allowed_tools', 'allowed_tools': {'mode': ..., 'tools': [...]}}",
         param="tool_choice",
     )
+
+
+def _allowed_tools(spec: object) -> tuple[ToolChoice, tuple[str, ...]]:
+    shape = "{'mode': 'auto' | 'required', 'tools': [{'type': 'function', 'function': {'name': ...}}, ...]}"
+    if not isinstance(spec, dict) or spec.get("mode") not in ("auto", "required"):
+        raise InvalidRequest(f"tool_choice.allowed_tools must be {shape}", param="tool_choice")
+    entries = spec.get("tools")
+    names = []
+    for entry in entries if isinstance(entries, list) else ():
+        function = entry.get("function") if isinstance(entry, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(entry, dict) or entry.get("type") != "function" or not isinstance(name, str):
+            raise InvalidRequest(f"tool_choice.allowed_tools must be {shape}", param="tool_choice")
+        names.append(name)
+    if not names:
+        raise InvalidRequest(
+            "tool_choice.allowed_tools.tools must name at least one tool", param="tool_choice"
+        )
+    return ToolChoice(spec["mode"]), tuple(names)
 
 
 def _constraint(body: Mapping[str, Any]) -> Constraint | None:

@@ -255,6 +255,13 @@ def _tool_choice(value: object) -> object:
         if not isinstance(name, str) or not name:
             raise InvalidRequest("tool_choice {'type': 'function'} needs a 'name'", param="tool_choice")
         return {"type": "function", "function": {"name": name}}
+    if isinstance(value, dict) and value.get("type") == "allowed_tools":  # flat here, nested in chat
+        tools = value.get("tools")
+        nested = [
+            {"type": t.get("type"), "function": {"name": t.get("name")}} if isinstance(t, dict) else t
+            for t in (tools if isinstance(tools, list) else [])
+        ]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": value.get("mode"), "tools": nested}}
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         raise UnsupportedParameter(
             f"tool_choice type {value['type']!r} is not supported", param="tool_choice"

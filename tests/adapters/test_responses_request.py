@@ -167,7 +167,6 @@ def test_invalid(fields: dict[str, Any], param: str) -> None:
         ({"background": True}, "background"),
         ({"tools": [{"type": "file_search"}]}, "tools[0].type"),
         ({"tools": [{**WEATHER, "defer_loading": True}]}, "tools[0].defer_loading"),
-        ({"tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
         ({"reasoning": {"summary": "auto"}}, "reasoning.summary"),
         ({"text": {"verbosity": "low"}}, "text.verbosity"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),

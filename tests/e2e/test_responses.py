@@ -410,6 +410,22 @@ async def test_tool_choice_named_function_and_none(client: openai.AsyncOpenAI) -
     assert [item.type for item in plain.output] == ["message"] and "<tool_call>" in plain.output_text
 
 
+async def test_tool_choice_allowed_tools(client: openai.AsyncOpenAI) -> None:
+    """The Responses API's flat ``allowed_tools`` shape, as chat's: only the listed tools, mode required."""
+    choice = {
+        "type": "allowed_tools",
+        "mode": "required",
+        "tools": [{"type": "function", "name": "get_weather"}],
+    }
+    response = await create(client, input="weather?", tools=[WEATHER], tool_choice=choice)  # type: ignore[arg-type]
+    [call] = response.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert conforms(json.loads(call.arguments), WEATHER["parameters"])
+    unknown = {**choice, "tools": [{"type": "function", "name": "get_news"}]}
+    with pytest.raises(openai.BadRequestError, match="get_news"):
+        await create(client, input="weather?", tools=[WEATHER], tool_choice=unknown)  # type: ignore[arg-type]
+
+
 async def test_reasoning(client: openai.AsyncOpenAI, shared: Deployment) -> None:
     response = await create(client, input="[ref script=think] hi")
     reasoning, message = response.output

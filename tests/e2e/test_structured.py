@@ -99,6 +99,73 @@ async def test_named_function(client: openai.AsyncOpenAI, shared: Deployment, st
     assert '"get_time"' not in request["tokenized"]["original_text"]
 
 
+def allowed(mode: str, *names: str) -> dict[str, Any]:
+    tools = [{"type": "function", "function": {"name": name}} for name in names]
+    return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": tools}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_allowed_tools_required_calls_one_of_them(
+    client: openai.AsyncOpenAI, shared: Deployment, stream: bool
+) -> None:
+    rid = new_rid()
+    kwargs: dict[str, Any] = {
+        "tools": [WEATHER, TIME],
+        "tool_choice": allowed("required", "get_time"),
+        "extra_headers": {"x-request-id": rid},
+    }
+    if stream:
+        chunks = await chat_stream(client, "[ref chunk=random] time?", **kwargs)
+        calls = [(c["name"], c["arguments"]) for c in streamed_calls(chunks)]
+        reason = finish(chunks).finish_reason
+    else:
+        choice = (await chat(client, "[ref chunk=random] time?", **kwargs)).choices[0]
+        calls = [(t.function.name, t.function.arguments) for t in choice.message.tool_calls]
+        reason = choice.finish_reason
+    assert calls and reason == "tool_calls"
+    for name, arguments in calls:
+        assert name == "get_time" and conforms(json.loads(arguments), parameters(TIME)), arguments
+    schema = json.loads(sent_constraint(shared, rid)["json_schema"])
+    assert schema["type"] == "array" and schema["minItems"] == 1
+    # Only the allowed tools reach the template: the model cannot call another.
+    _, request = find_request(shared, rid)
+    assert '"get_weather"' not in request["tokenized"]["original_text"]
+
+
+async def test_allowed_tools_auto_leaves_the_choice_to_the_model(
+    client: openai.AsyncOpenAI, shared: Deployment
+) -> None:
+    rid = new_rid()
+    reply = await chat(
+        client,
+        "[ref script=tool] weather?",
+        tools=[WEATHER, TIME],
+        tool_choice=allowed("auto", "get_weather"),
+        extra_headers={"x-request-id": rid},
+    )
+    [call] = reply.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and reply.choices[0].finish_reason == "tool_calls"
+    assert sent_constraint(shared, rid) == {}  # auto: nothing forced
+    _, request = find_request(shared, rid)
+    assert '"get_time"' not in request["tokenized"]["original_text"]
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        allowed("required", "get_news"),  # not among the tools
+        allowed("sometimes", "get_time"),
+        allowed("auto"),
+        {"type": "allowed_tools"},
+        {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function"}]}},
+    ],
+)
+async def test_bad_allowed_tools_are_400s(client: openai.AsyncOpenAI, choice: dict[str, Any]) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await chat(client, "hi", tools=[WEATHER, TIME], tool_choice=choice)
+    assert caught.value.body["param"] == "tool_choice"  # type: ignore[index]
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_response_format_json_schema(
     client: openai.AsyncOpenAI, shared: Deployment, stream: bool
