@@ -50,6 +50,7 @@ UNSUPPORTED = {
 class ChatRequest:
     generate: GenerateRequest
     include_usage: bool
+    stream_reasoning: bool = True  # False: a choice's reasoning leaves in one chunk, once it is complete
 
 
 def parse_chat(
@@ -63,11 +64,6 @@ def parse_chat(
     params.reject_unknown(body, ALLOWED, UNSUPPORTED)
     tools, tool_choice = _tools(body)
     constraint = _constraint(body)
-    if params.get(body, "stream_reasoning", bool, True) is False:
-        raise UnsupportedParameter(
-            "'stream_reasoning' false is not supported: reasoning is streamed as it arrives",
-            param="stream_reasoning",
-        )
     logprobs = params.get(body, "logprobs", bool, False)
     top_logprobs = params.integer(body, "top_logprobs", 0, 20) or 0
     if top_logprobs and not logprobs:
@@ -94,7 +90,8 @@ def parse_chat(
         routing_key=routing_key,
         target_worker=target_worker,
     )
-    return ChatRequest(generate, params.include_usage(body))
+    stream_reasoning = params.get(body, "stream_reasoning", bool, True)
+    return ChatRequest(generate, params.include_usage(body), stream_reasoning)
 
 
 def _messages(body: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:

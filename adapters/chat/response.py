@@ -52,7 +52,7 @@ def chat_completion(done: Completion) -> dict[str, Any]:
 class ChatChunks:
     """Turns one request's events into ``chat.completion.chunk`` payloads."""
 
-    def __init__(self, started: Started, include_usage: bool) -> None:
+    def __init__(self, started: Started, include_usage: bool, stream_reasoning: bool = True) -> None:
         self._base = {
             "id": started.request_id,
             "object": "chat.completion.chunk",
@@ -61,8 +61,28 @@ class ChatChunks:
         }
         self._include_usage = include_usage
         self._greeted: set[int] = set()
+        # stream_reasoning false (SGLang's): each choice's reasoning is held, and leaves in one chunk
+        # before whatever follows it (text, a tool call, the finish).
+        self._held: dict[int, list[str]] | None = None if stream_reasoning else {}
 
     def on_event(self, event: Event) -> list[dict[str, Any]]:
+        if self._held is not None:
+            return self._holding(event)
+        return self._chunk_of(event)
+
+    def _holding(self, event: Event) -> list[dict[str, Any]]:
+        held = self._held
+        assert held is not None
+        if isinstance(event, ReasoningDelta):
+            held.setdefault(event.index, []).append(event.text)
+            return []
+        index = getattr(event, "index", None)
+        if index is None or index not in held:
+            return self._chunk_of(event)
+        reasoning = "".join(held.pop(index))
+        return self._chunks(index, {"reasoning_content": reasoning}) + self._chunk_of(event)
+
+    def _chunk_of(self, event: Event) -> list[dict[str, Any]]:
         match event:
             case TextDelta(index=i, text=text):
                 delta: dict[str, Any] = {"content": text}

@@ -26,7 +26,7 @@ async def chat_completions(
         return await stream_events(
             request,
             gateway.generate(chat.generate),
-            lambda started: ChatChunks(started, chat.include_usage),
+            lambda started: ChatChunks(started, chat.include_usage, chat.stream_reasoning),
             ctx.headers,
         )
     done = await gateway.collect(chat.generate)

@@ -58,7 +58,7 @@ CHAT_CASES: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("required tool with a bad schema",
      {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "frob"}}}],
       "tool_choice": "required"}, 400, "tools"),
-    ("stream_reasoning false", {"extra_body": {"stream_reasoning": False}}, 400, "stream_reasoning"),
+    ("stream_reasoning not a bool", {"extra_body": {"stream_reasoning": "no"}}, 400, "stream_reasoning"),
     ("malformed tool", {"tools": [{"type": "function"}]}, 400, "tools"),
     ("audio", {"extra_body": {"audio": {"voice": "alloy", "format": "wav"}}}, 400, "audio"),
     ("unknown model", {"model": "no/such-model"}, 404, "model"),

@@ -95,6 +95,36 @@ async def test_reasoning_content(client: openai.AsyncOpenAI, kwargs: dict[str, A
     assert whole.choices[0].finish_reason == finish(chunks).finish_reason == "stop"
 
 
+@pytest.mark.parametrize("n", [1, 2])
+async def test_stream_reasoning_false_sends_the_reasoning_in_one_chunk(
+    client: openai.AsyncOpenAI, n: int
+) -> None:
+    """SGLang's ``stream_reasoning: false``: each choice's reasoning is held and leaves whole, before its
+    text; the text still streams."""
+    content = "[ref script=think chunk=1] Say hello."
+    streamed = await chat_stream(client, content, n=n)
+    held = await chat_stream(client, content, n=n, extra_body={"stream_reasoning": False})
+    for index in range(n):
+        pieces = [extra(c.delta, "reasoning_content") for ch in held for c in ch.choices if c.index == index]
+        whole = "".join(
+            extra(c.delta, "reasoning_content") or ""
+            for ch in streamed
+            for c in ch.choices
+            if c.index == index
+        )
+        assert [p for p in pieces if p] == [whole] == ["\nThe user wants a greeting. 先想一想。\n"]
+        assert streamed_text(held, index) == streamed_text(streamed, index) == "\n\nHello! 你好 👋"
+        texts = [bool(c.delta.content) for ch in held for c in ch.choices if c.index == index]
+        assert sum(texts) > 1  # the answer is still streamed, after the reasoning
+        order = [
+            "reasoning" if extra(c.delta, "reasoning_content") else "text"
+            for ch in held
+            for c in ch.choices
+            if c.index == index and (c.delta.content or extra(c.delta, "reasoning_content"))
+        ]
+        assert order[0] == "reasoning" and "reasoning" not in order[1:]
+
+
 async def test_separate_reasoning_false_keeps_the_markers(client: openai.AsyncOpenAI) -> None:
     whole = await chat(client, "[ref script=think] hi", extra_body={"separate_reasoning": False})
     assert whole.choices[0].message.content == THINK_TEXT
