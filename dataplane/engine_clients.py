@@ -3,13 +3,13 @@
 A worker added without a runtime (``--backend auto``, the default, or ``POST /workers`` without
 ``runtime_type``) gets a ``DetectingClient``: its first ``model_info`` asks SGLang's ``GetModelInfo``, on
 UNIMPLEMENTED vLLM's, then TensorRT-LLM's, as SMG probes the runtimes in turn; from then on it is that
-engine's client. The
-gateway then puts the detected client itself on the worker (``detected``), so requests do not pay for the
-indirection.
+engine's client. The gateway then puts the detected client itself on the worker (``detected``), so
+requests do not pay for the indirection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator
 
@@ -47,10 +47,16 @@ class DetectingClient:
         self.address = f"grpc://{host}:{port}"
         self._host, self._port, self._api_key = host, port, api_key
         self.detected: EngineClient | None = None
+        self._asking = asyncio.Lock()  # registration and a health probe may ask at once: one asks
 
     async def model_info(self, timeout: float) -> WorkerInfo:
-        if self.detected is not None:
-            return await self.detected.model_info(timeout)
+        if self.detected is None:
+            async with self._asking:
+                if self.detected is None:
+                    return await self._detect(timeout)
+        return await self.detected.model_info(timeout)
+
+    async def _detect(self, timeout: float) -> WorkerInfo:
         refusals = []
         for kind in CANDIDATES:
             client = kind(self._host, self._port, self._api_key)

@@ -14,7 +14,7 @@ Same shape as ``SglangClient`` (``dataplane/client.py``), with what vLLM does di
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from grpclib.const import Cardinality, Status
@@ -22,6 +22,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from smg_grpc_proto.generated import vllm_engine_pb2 as vllm_pb
 
 from dataplane.client import GrpcWorker, logprob_block, summed_loads, worker_error
+from dataplane.errors import InvalidRequest
 from dataplane.types import (
     Chunk,
     Complete,
@@ -148,7 +149,7 @@ def _encode(request: WireRequest) -> Any:
         spaces_between_special_tokens=True,
         ignore_eos=s.ignore_eos,
         n=s.n,
-        logit_bias={int(token): bias for token, bias in s.logit_bias.items()},
+        logit_bias=_logit_bias(s.logit_bias),
     )
     if s.temperature is not None:
         params.temperature = s.temperature
@@ -166,6 +167,14 @@ def _encode(request: WireRequest) -> Any:
         sampling_params=params,
         stream=request.stream,
     )
+
+
+def _logit_bias(bias: Mapping[str, float]) -> dict[int, float]:
+    """Token id keys (the wire's are int32)."""
+    out = {int(token): value for token, value in bias.items()}
+    if any(token > _INT32[1] for token in out):
+        raise InvalidRequest("'logit_bias' names a token id beyond any vocabulary", param="logit_bias")
+    return out
 
 
 def _logprobs(message: Any, top: int) -> LogprobBlock | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from dataplane.errors import InvalidRequest
 from dataplane.types import Constraint, SamplingParams, WireRequest
 from dataplane.vllm_client import _encode
 
@@ -80,6 +83,11 @@ def test_sglangs_disabled_top_k_and_a_large_seed_fit_vllms_fields() -> None:
     params = _encode(wire(SamplingParams(top_k=-1, seed=2**40))).sampling_params
     assert params.top_k == 0  # vLLM: 0 is "off"
     assert params.seed == 2**31 - 1  # int32, clamped as SMG does
+
+
+def test_a_logit_bias_token_beyond_int32_is_a_400() -> None:
+    with pytest.raises(InvalidRequest, match="logit_bias"):
+        _encode(wire(SamplingParams(logit_bias={str(2**31): 1.0})))
 
 
 def test_constraints_use_vllms_field_names() -> None:
