@@ -61,7 +61,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def build_app(config: GatewayConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_payload_size, middlewares=[errors_middleware])
-    factory = ClientFactory()
+    factory = ClientFactory(config.health_check_endpoint)
     app[CLIENT_FACTORY] = factory
     app[GATEWAY] = gateway = Gateway(config, factory)
     http_metrics = HttpMetrics(gateway.metrics.registry, config.prometheus_duration_buckets)

@@ -60,8 +60,11 @@ class HttpWorkerClient:
 
     runtime = "http"
 
-    def __init__(self, spec: WorkerSpec, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, spec: WorkerSpec, session: aiohttp.ClientSession, health_path: str = "/health"
+    ) -> None:
         self.address = spec.url.url.rstrip("/")
+        self._health_url = self.address + health_path
         self._session = session
         self._auth = {"authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
 
@@ -74,7 +77,7 @@ class HttpWorkerClient:
     async def health(self, timeout: float) -> bool:
         try:
             async with self._session.get(
-                f"{self.address}/health", headers=self._auth, timeout=aiohttp.ClientTimeout(timeout)
+                self._health_url, headers=self._auth, timeout=aiohttp.ClientTimeout(timeout)
             ) as r:
                 return r.status == 200
         except (aiohttp.ClientError, TimeoutError):
@@ -142,15 +145,16 @@ def _summed_loads(ranks: list[Mapping[str, Any]]) -> EngineLoad:
 class ClientFactory:
     """Builds the client for each worker: grpclib for ``grpc://``, aiohttp for ``http(s)://``."""
 
-    def __init__(self) -> None:
+    def __init__(self, health_path: str = "/health") -> None:
         self.session: aiohttp.ClientSession | None = None
+        self._health_path = health_path
 
     def __call__(self, spec: WorkerSpec) -> WorkerClient:
         if spec.url.mode == "grpc":
             return grpc_client_factory(spec)
         if self.session is None:
             raise ConfigError("HTTP workers need the application's client session")
-        return HttpWorkerClient(spec, self.session)
+        return HttpWorkerClient(spec, self.session, self._health_path)
 
 
 def routing_text(body: Mapping[str, Any]) -> str:

@@ -45,7 +45,7 @@ UNSUPPORTED_FLAGS: tuple[str, ...] = (
     "pd-disaggregation", "prefill", "decode", "epd-disaggregation", "encode",
     "worker-startup-timeout-secs", "worker-startup-check-interval", "worker-startup-delay",
     # reliability
-    "health-check-endpoint", "drain-settle-secs",
+    "drain-settle-secs",
     "max-concurrent-requests", "queue-size", "queue-timeout-secs", "rate-limit-tokens-per-second",
     "priority-scheduler-enabled", "priority-scheduler-default-max-class", "priority-scheduler-config",
     "priority-scheduler-tenant-metric-top-n", "tenant-rate-limit-enabled", "tenant-rate-limit-config",
@@ -145,6 +145,8 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
                "time between worker health checks"),
     RouterFlag("health-check-timeout-secs", "health_check_timeout_secs", {"type": float, "metavar": "SECS"},
                "timeout of one worker health check"),
+    RouterFlag("health-check-endpoint", "health_check_endpoint", {"metavar": "PATH"},
+               "path health-checked on HTTP workers (gRPC workers answer HealthCheck)"),
     RouterFlag("health-failure-threshold", "health_failure_threshold", {"type": int, "metavar": "N"},
                "consecutive failed checks that mark a worker unhealthy"),
     RouterFlag("health-success-threshold", "health_success_threshold", {"type": int, "metavar": "N"},

@@ -189,6 +189,7 @@ class GatewayConfig:
     max_payload_size: int = 512 * 1024 * 1024
     health_check_interval_secs: float = 60.0
     health_check_timeout_secs: float = 5.0
+    health_check_endpoint: str = "/health"  # the path probed on HTTP workers (gRPC ones: HealthCheck)
     health_failure_threshold: int = 3
     health_success_threshold: int = 2
     disable_health_check: bool = False
@@ -237,6 +238,8 @@ class GatewayConfig:
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} out of range")
+        if not self.health_check_endpoint.startswith("/"):
+            raise ConfigError(f"--health-check-endpoint {self.health_check_endpoint!r} must be a path: /…")
         for kind, name, known in (
             ("tool_call_parser", self.tool_call_parser, TOOL_PARSER_NAMES),
             ("reasoning_parser", self.reasoning_parser, REASONING_PARSER_NAMES),

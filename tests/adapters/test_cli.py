@@ -79,13 +79,13 @@ def test_launch_every_supported_flag() -> None:
          "--policy", "random", "--request-timeout-secs", "120", "--max-payload-size", "1024",
          "--health-check-interval-secs", "7", "--health-check-timeout-secs", "2",
          "--health-failure-threshold", "4", "--health-success-threshold", "5", "--disable-health-check",
-         "--request-id-headers", "x-a", "x-b", "--log-level", "debug"]
+         "--request-id-headers", "x-a", "x-b", "--log-level", "debug", "--health-check-endpoint", "/healthz"]
     )  # fmt: skip
     assert (config.tokenizer_path, config.chat_template, config.policy) == ("/tok", "/t.jinja", "random")
     assert (config.request_timeout_secs, config.max_payload_size) == (120, 1024)
     assert (config.health_check_interval_secs, config.health_check_timeout_secs) == (7, 2)
     assert (config.health_failure_threshold, config.health_success_threshold) == (4, 5)
-    assert config.disable_health_check
+    assert config.disable_health_check and config.health_check_endpoint == "/healthz"
     assert config.request_id_headers == ("x-a", "x-b")
     assert config.log_level == "debug"
 

@@ -203,6 +203,24 @@ def test_routing_text_is_the_conversation_not_the_json() -> None:
     assert routing_text({}) == ""
 
 
+async def test_the_health_check_endpoint_is_the_path_probed_on_http_workers() -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    spec = WorkerSpec(WorkerUrl.parse(f"http://127.0.0.1:{runner.addresses[0][1]}"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await HttpWorkerClient(spec, session, "/healthz").health(5)
+            assert not await HttpWorkerClient(spec, session).health(5)  # /health: 404 here
+    finally:
+        await runner.cleanup()
+
+
 async def test_http_worker_loads_from_v1_loads_when_it_has_them() -> None:
     async def loads(_: web.Request) -> web.Response:
         ranks = [
