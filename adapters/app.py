@@ -104,6 +104,7 @@ def build_app(config: GatewayConfig) -> web.Application:
     app.router.add_get("/workers", admin.workers)
     app.router.add_post("/workers", admin.add_worker)
     app.router.add_get("/workers/{worker_id}", admin.get_worker)
+    app.router.add_post("/flush_cache", admin.flush_cache)
     app.router.add_delete("/workers/{worker_id}", admin.remove_worker)
     app.router.add_post("/parse/function_call", parse.function_call)
     app.router.add_post("/parse/reasoning", parse.reasoning)

@@ -109,6 +109,21 @@ class HttpWorkerClient:
         except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError) as exc:
             raise WorkerError(f"worker {self.address}: no usable /v1/loads: {exc}", status=503) from exc
 
+    async def flush_cache(self, timeout: float) -> None:
+        """SGLang's ``POST /flush_cache`` (a worker without it answers 404: not flushed)."""
+        try:
+            async with self._session.post(
+                f"{self.address}/flush_cache", headers=self._auth, timeout=aiohttp.ClientTimeout(timeout)
+            ) as response:
+                if response.status != 200:
+                    reason = (await response.text()).strip()[:200]
+                    raise WorkerError(
+                        f"worker {self.address} did not flush: HTTP {response.status} {reason}".rstrip(),
+                        status=409 if response.status == 400 else 502,
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise WorkerError(f"worker {self.address} unreachable: {exc}", status=503) from exc
+
     async def kv_events(self, start_sequence_number: int) -> AsyncGenerator[KvEventBatch, None]:
         none: tuple[KvEventBatch, ...] = ()  # HTTP workers publish no KV events
         for batch in none:

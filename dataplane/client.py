@@ -47,6 +47,7 @@ from dataplane.types import (
     WorkerMessage,
 )
 from proto._gen.sglang.grpc import scheduler as sglang
+from proto._gen.smg.grpc import common
 
 GRPC_TO_HTTP: Mapping[Status, int] = {
     Status.INVALID_ARGUMENT: 400,
@@ -119,6 +120,15 @@ class WorkerClient(Protocol):
 
 
 @runtime_checkable
+class FlushesCache(Protocol):
+    """A worker connection that can drop the engine's prefix cache (``FlushCache``, ``POST /flush_cache``)."""
+
+    async def flush_cache(self, timeout: float) -> None:
+        """Raises ``WorkerError`` with the worker's reason when it refuses (e.g. requests are running)."""
+        ...
+
+
+@runtime_checkable
 class ShipsTokenizer(Protocol):
     """A worker connection that can fetch the worker's tokenizer (gRPC ``GetTokenizer``)."""
 
@@ -183,6 +193,17 @@ class GrpcWorker:
     def close(self) -> None:
         self._channel.close()
 
+    async def _flush_cache(self, timeout: float) -> None:
+        """``FlushCache`` (smg.grpc.common) at once (``timeout_s`` 0: refused while requests run)."""
+        try:
+            reply = await self._stub.flush_cache(
+                common.FlushCacheRequest(timeout_s=0), timeout=timeout, metadata=self._auth
+            )
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+        if not reply.success:
+            raise WorkerError(f"worker {self.address} did not flush: {reply.message}", status=409)
+
 
 class SglangClient(GrpcWorker):
     """A worker serving SGLang's scheduler service (SGLang ``--grpc-mode`` and compatibles)."""
@@ -215,6 +236,9 @@ class SglangClient(GrpcWorker):
                         yield _complete(reply.complete)
         except (GRPCError, StreamTerminatedError, OSError) as exc:
             raise worker_error(exc, self.address) from exc
+
+    async def flush_cache(self, timeout: float) -> None:
+        await self._flush_cache(timeout)
 
     async def abort(self, request_id: str, reason: str) -> bool:
         try:

@@ -89,6 +89,9 @@ class VllmClient(GrpcWorker):
         except (GRPCError, StreamTerminatedError, OSError) as exc:
             raise worker_error(exc, self.address) from exc
 
+    async def flush_cache(self, timeout: float) -> None:
+        await self._flush_cache(timeout)
+
     async def abort(self, request_id: str, reason: str) -> bool:
         try:
             await self._stub.abort(

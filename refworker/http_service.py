@@ -52,6 +52,7 @@ class HttpWorker:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/abort_request", self._abort)
+        app.router.add_post("/flush_cache", self._flush_cache)
         app.router.add_get("/refworker/record", self._record)
         # Handler cancellation: a client that hangs up must end its (possibly stalled) generation.
         self._runner = web.AppRunner(
@@ -90,6 +91,14 @@ class HttpWorker:
         body = await _json_body(request)
         found = self._engine.abort(str(body.get("rid", "")), str(body.get("reason", "")))
         return web.json_response({"success": found}, status=200 if found else 404)
+
+    async def _flush_cache(self, request: web.Request) -> web.Response:
+        """SGLang's ``POST /flush_cache``: 200, or 400 while requests are running."""
+        if self._engine.flush_cache():
+            return web.Response(text="Cache flushed.\n")
+        return web.Response(
+            status=400, text=f"Cache not flushed: {len(self._engine.live)} requests running\n"
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await _json_body(request)

@@ -1,4 +1,4 @@
-"""Health, readiness, models, and the workers API (list, add, inspect, remove).
+"""Health, readiness, models, the workers API (list, add, inspect, remove) and ``/flush_cache``.
 
 A worker's id is 16 hex digits of the SHA-256 of its canonical URL (``WorkerUrl.worker_id``): URL-safe,
 and the same for the same address in every gateway process and across restarts.
@@ -6,6 +6,7 @@ and the same for the same address in every gateway process and across restarts.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,10 +16,12 @@ from aiohttp import web
 from adapters.context import GATEWAY
 from adapters.errors import error_response
 from adapters.params import parse_body
+from dataplane.client import FlushesCache
 from dataplane.config import RUNTIMES, WorkerSpec, WorkerUrl
-from dataplane.errors import ConfigError, InvalidRequest
+from dataplane.errors import ConfigError, InvalidRequest, WorkerError
 from dataplane.workers import DuplicateWorker, Worker
 
+FLUSH_TIMEOUT_S = 10.0
 # What POST /workers takes of SMG's WorkerSpec; any other field is refused, not ignored.
 WORKER_FIELDS = frozenset(
     {"url", "labels", "api_key", "worker_type", "connection_mode", "runtime_type", "runtime"}
@@ -103,6 +106,38 @@ async def remove_worker(request: web.Request) -> web.Response:
         return worker
     request.app[GATEWAY].drain(worker)
     return _json({"id": worker.id, "url": worker.url.url, "status": worker.status}, status=202)
+
+
+async def flush_cache(request: web.Request) -> web.Response:
+    """``POST /flush_cache``: every worker drops its prefix cache (gRPC ``FlushCache``, HTTP
+    ``POST /flush_cache``), all at once; 200 when all did, 206 with who did not and why otherwise."""
+    workers = request.app[GATEWAY].registry.all()
+    outcomes = await asyncio.gather(*(_flush(w) for w in workers))
+    done = [w.url.url for w, error in zip(workers, outcomes, strict=True) if error is None]
+    failed = [
+        {"worker": w.url.url, "error": error} for w, error in zip(workers, outcomes, strict=True) if error
+    ]
+    body: dict[str, Any] = {
+        "status": "partial_success" if failed else "success",
+        "message": f"Flushed the cache on {len(done)} of {len(workers)} workers",
+        "workers_flushed": len(done),
+        "total_workers": len(workers),
+    }
+    if not failed:
+        return _json(body)
+    return _json(body | {"successful": done, "failed": failed}, status=206)
+
+
+async def _flush(worker: Worker) -> str | None:
+    """``None`` once flushed, else why not."""
+    client = worker.client
+    if not isinstance(client, FlushesCache):
+        return f"its service ({client.runtime}) has no cache flush"
+    try:
+        await client.flush_cache(FLUSH_TIMEOUT_S)
+    except WorkerError as exc:
+        return exc.message
+    return None
 
 
 def _worker(request: web.Request) -> Worker | web.Response:
