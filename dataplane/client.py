@@ -136,8 +136,10 @@ class ShipsTokenizer(Protocol):
 
 
 class GrpcWorker:
-    """What every engine's gRPC client shares: the channel, the API key and the common (``smg.grpc.common``)
-    streams ``GetTokenizer`` and ``SubscribeKvEvents``."""
+    """What every engine's gRPC client shares: the channel, the API key, the common (``smg.grpc.common``)
+    streams ``GetTokenizer`` and ``SubscribeKvEvents``, and the control RPCs whose shape the engines agree
+    on. Each engine keeps its own ``Generate`` loop: it is the per-token hot path, and a shared generator
+    would put one more layer between the socket and the detokenizer for every message."""
 
     _KV_EVENTS_PATH: str  # each engine's service path of SubscribeKvEvents
     _stub: Any  # the engine's generated stub (betterproto2 on grpclib)
@@ -192,6 +194,46 @@ class GrpcWorker:
 
     def close(self) -> None:
         self._channel.close()
+
+    async def health(self, timeout: float) -> bool:
+        try:
+            reply = await self._stub.health_check(timeout=timeout, metadata=self._auth)
+        except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
+            return False
+        return self._healthy(reply)
+
+    @staticmethod
+    def _healthy(reply: Any) -> bool:
+        return bool(reply.healthy)
+
+    async def model_info(self, timeout: float) -> WorkerInfo:
+        """``GetModelInfo`` as SGLang and vLLM answer it (same field names; vLLM has no weight version)."""
+        info = await self._model_info_reply(timeout)
+        return WorkerInfo(
+            served_model_name=info.served_model_name,
+            model_path=info.model_path,
+            tokenizer_path=info.tokenizer_path,
+            max_context_length=info.max_context_length,
+            eos_token_ids=tuple(info.eos_token_ids),
+            weight_version=getattr(info, "weight_version", "") or "default",
+        )
+
+    async def _model_info_reply(self, timeout: float) -> Any:
+        try:
+            return await self._stub.get_model_info(timeout=timeout, metadata=self._auth)
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
+
+    async def _loads_reply(self, request: Any, timeout: float) -> Any | None:
+        """``GetLoads``' answer; ``None`` when the worker does not implement it."""
+        try:
+            return await self._stub.get_loads(request, timeout=timeout, metadata=self._auth)
+        except GRPCError as exc:
+            if exc.status is Status.UNIMPLEMENTED:
+                return None
+            raise worker_error(exc, self.address) from exc
+        except (TimeoutError, StreamTerminatedError, OSError) as exc:
+            raise worker_error(exc, self.address) from exc
 
     async def _flush_cache(self, timeout: float) -> None:
         """``FlushCache`` (smg.grpc.common) at once (``timeout_s`` 0: refused while requests run)."""
@@ -249,37 +291,10 @@ class SglangClient(GrpcWorker):
             return False
         return reply.success
 
-    async def health(self, timeout: float) -> bool:
-        try:
-            reply = await self._stub.health_check(timeout=timeout, metadata=self._auth)
-        except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
-            return False
-        return reply.healthy
-
-    async def model_info(self, timeout: float) -> WorkerInfo:
-        try:
-            info = await self._stub.get_model_info(timeout=timeout, metadata=self._auth)
-        except (GRPCError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
-        return WorkerInfo(
-            served_model_name=info.served_model_name,
-            model_path=info.model_path,
-            tokenizer_path=info.tokenizer_path,
-            max_context_length=info.max_context_length,
-            eos_token_ids=tuple(info.eos_token_ids),
-            weight_version=info.weight_version or "default",
-        )
-
     async def get_loads(self, timeout: float) -> EngineLoad | None:
-        request = sglang.GetLoadsRequest(include=["core"])
-        try:
-            reply = await self._stub.get_loads(request, timeout=timeout, metadata=self._auth)
-        except GRPCError as exc:
-            if exc.status is Status.UNIMPLEMENTED:
-                return None
-            raise worker_error(exc, self.address) from exc
-        except (TimeoutError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
+        reply = await self._loads_reply(sglang.GetLoadsRequest(include=["core"]), timeout)
+        if reply is None:
+            return None
         if not reply.loads:
             total = reply.aggregate or sglang.AggregateMetrics()
             return EngineLoad(

@@ -96,18 +96,12 @@ class TrtllmClient(GrpcWorker):
             return False
         return reply.success
 
-    async def health(self, timeout: float) -> bool:
-        try:
-            reply = await self._stub.health_check(timeout=timeout, metadata=self._auth)
-        except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
-            return False
-        return reply.status.strip().lower() == "ok"
+    @staticmethod
+    def _healthy(reply: Any) -> bool:
+        return bool(reply.status.strip().lower() == "ok")
 
     async def model_info(self, timeout: float) -> WorkerInfo:
-        try:
-            info = await self._stub.get_model_info(timeout=timeout, metadata=self._auth)
-        except (GRPCError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
+        info = await self._model_info_reply(timeout)
         return WorkerInfo(
             served_model_name="",
             model_path=info.model_id,

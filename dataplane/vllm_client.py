@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from grpclib.const import Cardinality, Status
+from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from smg_grpc_proto.generated import vllm_engine_pb2 as vllm_pb
 
@@ -29,7 +29,6 @@ from dataplane.types import (
     EngineLoad,
     LogprobBlock,
     WireRequest,
-    WorkerInfo,
     WorkerMessage,
 )
 from proto._gen.vllm.grpc import engine as vllm
@@ -101,40 +100,11 @@ class VllmClient(GrpcWorker):
             return False
         return True
 
-    async def health(self, timeout: float) -> bool:
-        try:
-            reply = await self._stub.health_check(timeout=timeout, metadata=self._auth)
-        except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
-            return False
-        return reply.healthy
-
-    async def model_info(self, timeout: float) -> WorkerInfo:
-        try:
-            info = await self._stub.get_model_info(timeout=timeout, metadata=self._auth)
-        except (GRPCError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
-        return WorkerInfo(
-            served_model_name=info.served_model_name,
-            model_path=info.model_path,
-            tokenizer_path=info.tokenizer_path,
-            max_context_length=info.max_context_length,
-            eos_token_ids=tuple(info.eos_token_ids),
-            weight_version="default",
-        )
-
     async def get_loads(self, timeout: float) -> EngineLoad | None:
-        request = vllm.GetLoadsRequest(include=["core"])
-        try:
-            reply = await self._stub.get_loads(request, timeout=timeout, metadata=self._auth)
-        except GRPCError as exc:
-            if exc.status is Status.UNIMPLEMENTED:
-                return None
-            raise worker_error(exc, self.address) from exc
-        except (TimeoutError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
-        if not reply.loads:
-            return EngineLoad(0, 0, 0.0)
-        return summed_loads(reply.loads)
+        reply = await self._loads_reply(vllm.GetLoadsRequest(include=["core"]), timeout)
+        if reply is None:
+            return None
+        return summed_loads(reply.loads) if reply.loads else EngineLoad(0, 0, 0.0)
 
 
 def _encode(request: WireRequest) -> Any:

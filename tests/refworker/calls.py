@@ -44,6 +44,15 @@ def completes(messages: list[Any]) -> dict[int, Any]:
     return {m.complete.index: m.complete for m in messages if m.HasField("complete")}
 
 
+async def refused(stub: Any, request: Any) -> grpc.aio.AioRpcError:
+    """The error ending a ``Generate`` the worker refuses (any engine's stub)."""
+    try:
+        await collect(stub, request)
+    except grpc.aio.AioRpcError as error:
+        return error
+    raise AssertionError("the worker served a request it should have refused")
+
+
 async def next_batch(call: Any, timeout: float = 5.0) -> Any:
     """The next KvEventBatch that carries events (load-only records are skipped)."""
     while True:

@@ -34,7 +34,7 @@ from refworker.scripts import FIXED_TEXT
 from refworker.server import TRTLLM_SERVICE, VLLM_SERVICE, RefWorker
 from refworker.trtllm_service import TrtllmService, constraint
 from tests.fakes.refworker_proc import RefWorkerProcs, read_record
-from tests.refworker.calls import EOS, next_batch, prompt, stored_blocks
+from tests.refworker.calls import EOS, collect, next_batch, prompt, refused, stored_blocks
 from tests.refworker.conftest import StartWorker
 from tests.refworker.test_kv_events import subscribe
 
@@ -93,10 +93,6 @@ def make_request(
     return request
 
 
-async def collect(stub: Any, request: Any) -> list[Any]:
-    return [message async for message in stub.Generate(request)]
-
-
 def chunks(messages: list[Any], index: int = 0) -> list[Any]:
     return [m.chunk for m in messages if m.HasField("chunk") and m.chunk.sequence_index == index]
 
@@ -107,12 +103,6 @@ def streamed_ids(messages: list[Any], index: int = 0) -> list[int]:
 
 def completes(messages: list[Any]) -> dict[int, Any]:
     return {m.complete.sequence_index: m.complete for m in messages if m.HasField("complete")}
-
-
-async def refused(stub: Any, request: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await collect(stub, request)
-    return info.value
 
 
 async def test_stream_is_delta_chunks_with_running_counts_then_everything(

@@ -31,7 +31,7 @@ from refworker.scripts import FIXED_TEXT
 from refworker.server import VLLM_SERVICE, RefWorker
 from refworker.vllm_service import JSON_OBJECT_SCHEMA, VllmService, constraint
 from tests.fakes.refworker_proc import PROJECT_ROOT, RefWorkerProcs
-from tests.refworker.calls import EOS, next_batch, prompt, stored_blocks
+from tests.refworker.calls import EOS, collect, completes, next_batch, prompt, refused, stored_blocks
 from tests.refworker.conftest import StartWorker
 from tests.refworker.test_kv_events import subscribe
 
@@ -70,26 +70,12 @@ def make_request(ids: list[int], *, rid: str = "req-1", stream: bool = True, **s
     )
 
 
-async def collect(stub: Any, request: Any) -> list[Any]:
-    return [message async for message in stub.Generate(request)]
-
-
 def chunks(messages: list[Any], index: int = 0) -> list[Any]:
     return [m.chunk for m in messages if m.HasField("chunk") and m.chunk.index == index]
 
 
 def streamed_ids(messages: list[Any], index: int = 0) -> list[int]:
     return [t for c in chunks(messages, index) for t in c.token_ids]
-
-
-def completes(messages: list[Any]) -> dict[int, Any]:
-    return {m.complete.index: m.complete for m in messages if m.HasField("complete")}
-
-
-async def refused(stub: Any, request: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await collect(stub, request)
-    return info.value
 
 
 async def test_stream_is_delta_chunks_then_the_last_delta_again(
