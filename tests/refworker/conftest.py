@@ -7,6 +7,8 @@ from typing import Any
 import grpc
 import pytest
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pb_grpc
+from smg_grpc_proto.generated import trtllm_service_pb2_grpc as trtllm_grpc
+from smg_grpc_proto.generated import vllm_engine_pb2_grpc as vllm_grpc
 from tokenizers import Tokenizer
 
 from refworker.config import WorkerConfig, default_model_path
@@ -14,6 +16,12 @@ from refworker.model import ModelFiles
 from refworker.server import RefWorker
 
 StartWorker = Callable[..., Awaitable[tuple[RefWorker, Any]]]
+# The client stub of each engine service the reference worker can serve (``--engine``).
+STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
+    "sglang": pb_grpc.SglangSchedulerStub,
+    "vllm": vllm_grpc.VllmEngineStub,
+    "trtllm": trtllm_grpc.TrtllmServiceStub,
+}
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +36,8 @@ def tokenizer(model: ModelFiles) -> Tokenizer:
 
 @pytest.fixture
 async def start_worker(model: ModelFiles) -> AsyncIterator[StartWorker]:
-    """Start in-process gRPC workers on port 0: ``worker, stub = await start_worker(script="echo")``."""
+    """Start in-process gRPC workers on port 0: ``worker, stub = await start_worker(script="echo")``; the
+    stub is the engine's (``engine="vllm"``: vLLM's)."""
     workers: list[RefWorker] = []
     channels: list[grpc.aio.Channel] = []
 
@@ -38,7 +47,7 @@ async def start_worker(model: ModelFiles) -> AsyncIterator[StartWorker]:
         port = await worker.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         channels.append(channel)
-        return worker, pb_grpc.SglangSchedulerStub(channel)
+        return worker, STUBS[worker.config.engine](channel)
 
     yield start
     for channel in channels:

@@ -5,8 +5,9 @@ the record, and the CLI."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -44,19 +45,9 @@ StartTrtllm = Callable[..., Awaitable[tuple[RefWorker, Any]]]
 
 
 @pytest.fixture
-async def start_trtllm(start_worker: StartWorker) -> AsyncIterator[StartTrtllm]:
+def start_trtllm(start_worker: StartWorker) -> StartTrtllm:
     """In-process workers serving TensorRT-LLM's service: ``worker, stub = await start_trtllm(...)``."""
-    channels: list[grpc.aio.Channel] = []
-
-    async def start(**overrides: Any) -> tuple[RefWorker, Any]:
-        worker, _ = await start_worker(engine="trtllm", **overrides)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{worker.port}")
-        channels.append(channel)
-        return worker, pb_grpc.TrtllmServiceStub(channel)
-
-    yield start
-    for channel in channels:
-        await channel.close()
+    return functools.partial(start_worker, engine="trtllm")
 
 
 @pytest.fixture

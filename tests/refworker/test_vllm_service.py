@@ -4,11 +4,12 @@ refusals, Abort, the unary RPCs, the shared common RPCs, and the CLI."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -40,19 +41,9 @@ StartVllm = Callable[..., Awaitable[tuple[RefWorker, Any]]]
 
 
 @pytest.fixture
-async def start_vllm(start_worker: StartWorker) -> AsyncIterator[StartVllm]:
+def start_vllm(start_worker: StartWorker) -> StartVllm:
     """In-process workers serving vLLM's service: ``worker, stub = await start_vllm(script="echo")``."""
-    channels: list[grpc.aio.Channel] = []
-
-    async def start(**overrides: Any) -> tuple[RefWorker, Any]:
-        worker, _ = await start_worker(engine="vllm", **overrides)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{worker.port}")
-        channels.append(channel)
-        return worker, pb_grpc.VllmEngineStub(channel)
-
-    yield start
-    for channel in channels:
-        await channel.close()
+    return functools.partial(start_worker, engine="vllm")
 
 
 @pytest.fixture
