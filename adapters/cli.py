@@ -144,10 +144,28 @@ def gateway_config(fields: dict[str, Any], **overrides: Any) -> GatewayConfig:
     if tracing:
         values["tracing"] = TracingConfig(**tracing)
     values["worker_urls"] = tuple(WorkerUrl.parse(url) for url in values.get("worker_urls", ()))
+    values["prefill"] = tuple(_prefill_worker(item) for item in values.get("prefill", ()))
+    values["decode"] = tuple(WorkerUrl.parse(url) for url in values.get("decode", ()))
     for name in ("request_id_headers", "prometheus_duration_buckets"):
         if name in values:
             values[name] = tuple(values[name])
     return GatewayConfig(**values)
+
+
+def _prefill_worker(item: Sequence[str]) -> tuple[WorkerUrl, int | None]:
+    """``--prefill URL [BOOTSTRAP_PORT]`` (SMG also takes the port ``none``: the default)."""
+    if len(item) > 2:
+        raise ConfigError(f"--prefill takes a URL and at most one bootstrap port, got {' '.join(item)}")
+    url = WorkerUrl.parse(item[0])
+    if len(item) == 1 or item[1].lower() == "none":
+        return url, None
+    try:
+        port = int(item[1])
+    except ValueError:
+        raise ConfigError(f"--prefill {item[0]}: bootstrap port {item[1]!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"--prefill {item[0]}: bootstrap port {port} out of range")
+    return url, port
 
 
 def _launch(args: list[str]) -> int:

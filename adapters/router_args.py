@@ -42,7 +42,7 @@ UNSUPPORTED_FLAGS: tuple[str, ...] = (
     "prefill-policy", "decode-policy", "encode-policy", "dp-aware", "dp-minimum-tokens-scheduler",
     "engine-metrics", "bucket-adjust-interval-secs",
     # PD / EPD disaggregation
-    "pd-disaggregation", "prefill", "decode", "epd-disaggregation", "encode",
+    "epd-disaggregation", "encode",
     "worker-startup-timeout-secs", "worker-startup-check-interval", "worker-startup-delay",
     # reliability
     "drain-settle-secs",
@@ -125,6 +125,16 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
         "worker-urls", "worker_urls", {"nargs": "+", "action": "extend", "metavar": "URL"},
         "worker URLs; grpc:// for gRPC workers, http(s):// for OpenAI-HTTP workers", launch_only=True,
     ),
+    RouterFlag("pd-disaggregation", "pd_disaggregation", {"action": "store_true"},
+               "prefill/decode disaggregation over --prefill and --decode workers (SGLang, gRPC)",
+               launch_only=True),
+    RouterFlag(
+        "prefill", "prefill", {"nargs": "+", "action": "append", "metavar": ("URL", "BOOTSTRAP_PORT")},
+        "a prefill worker and, optionally, its bootstrap port (default 8998); repeat for more",
+        launch_only=True,
+    ),
+    RouterFlag("decode", "decode", {"nargs": "+", "action": "extend", "metavar": "URL"},
+               "decode worker URL(s)", launch_only=True),
     RouterFlag(
         "backend", "runtime", {"type": runtime, "choices": RUNTIMES, "metavar": "RUNTIME"},
         "engine service of the gRPC workers: auto (asked at registration), sglang, vllm or trtllm",
@@ -304,7 +314,7 @@ def add_supported(
     for flag in flags:
         names = [f"--{prefix}{name}" for name in (flag.name, *flag.aliases)]
         default = _DEFAULTS.get(flag.field)
-        shown = f" (default: {_shown(default)})" if default not in (None, False) else ""
+        shown = f" (default: {_shown(default)})" if default not in (None, False, ()) else ""
         text = flag.help
         if flag.field == "policy":
             text += f"; supported: {', '.join(available_policies())}"

@@ -341,7 +341,7 @@ def _encode(request: WireRequest) -> Any:
         params.max_new_tokens = s.max_tokens
     if (constraint := request.constraint) is not None:
         setattr(params, _CONSTRAINT_FIELDS[constraint.kind], constraint.value)
-    return sglang_pb.GenerateRequest(
+    message = sglang_pb.GenerateRequest(
         request_id=request.request_id,
         tokenized=sglang_pb.TokenizedInput(original_text=request.original_text, input_ids=request.input_ids),
         sampling_params=params,
@@ -351,6 +351,12 @@ def _encode(request: WireRequest) -> Any:
         stream=request.stream,
         require_reasoning=request.require_reasoning,
     )
+    if (bootstrap := request.bootstrap) is not None:
+        disaggregated = message.disaggregated_params
+        disaggregated.bootstrap_host = bootstrap.host
+        disaggregated.bootstrap_port = bootstrap.port
+        disaggregated.bootstrap_room = bootstrap.room
+    return message
 
 
 def logprob_block(block: Any) -> LogprobBlock | None:

@@ -26,6 +26,11 @@ ConnectionMode = Literal["grpc", "http"]
 # Which engine service a gRPC worker serves; "auto": asked at registration (SGLang's, vLLM's, TRT-LLM's).
 Runtime = Literal["auto", "sglang", "vllm", "trtllm"]
 RUNTIMES: tuple[Runtime, ...] = ("auto", "sglang", "vllm", "trtllm")
+# A worker's role: serving whole requests, or one half of prefill/decode disaggregation (PD).
+WorkerType = Literal["regular", "prefill", "decode"]
+WORKER_TYPES: tuple[WorkerType, ...] = ("regular", "prefill", "decode")
+# SGLang's default bootstrap port of a prefill worker (``--disaggregation-bootstrap-port``).
+DEFAULT_BOOTSTRAP_PORT = 8998
 HistoryBackend = Literal["memory", "none", "postgres", "redis"]
 HISTORY_BACKENDS: tuple[HistoryBackend, ...] = get_args(HistoryBackend)
 TraceProtocol = Literal["grpc", "http/protobuf"]
@@ -167,6 +172,8 @@ class WorkerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
     runtime: Runtime = "auto"  # gRPC workers only
+    worker_type: WorkerType = "regular"
+    bootstrap_port: int | None = None  # a prefill worker's; None: SGLang's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +182,10 @@ class GatewayConfig:
 
     worker_urls: tuple[WorkerUrl, ...]
     runtime: Runtime = "auto"  # the engine service of the command line's gRPC workers (--backend)
+    # PD disaggregation (--pd-disaggregation): prefill workers with their bootstrap ports, decode workers.
+    pd_disaggregation: bool = False
+    prefill: tuple[tuple[WorkerUrl, int | None], ...] = ()
+    decode: tuple[WorkerUrl, ...] = ()
     host: str = "0.0.0.0"
     port: int = 30000
     model_path: str | None = None
@@ -232,7 +243,11 @@ class GatewayConfig:
     tokenizer_cache_l1_max_memory: int = 50 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        if not self.worker_urls:
+        if self.pd_disaggregation:
+            self._check_pd()
+        elif self.prefill or self.decode:
+            raise ConfigError("--prefill and --decode need --pd-disaggregation")
+        elif not self.worker_urls:
             raise ConfigError("at least one worker url is required (--worker-urls)")
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
@@ -282,3 +297,26 @@ class GatewayConfig:
             raise ConfigError("retry_backoff_multiplier must be at least 1")
         if not 0 <= self.retry_jitter_factor <= 1:
             raise ConfigError("retry_jitter_factor must be between 0 and 1")
+
+    def _check_pd(self) -> None:
+        if not self.prefill or not self.decode:
+            raise ConfigError("--pd-disaggregation needs at least one --prefill and one --decode worker")
+        if self.worker_urls:
+            raise ConfigError("--worker-urls cannot be combined with --pd-disaggregation")
+        if any(url.mode != "grpc" for url in (*(url for url, _ in self.prefill), *self.decode)):
+            raise ConfigError(
+                "PD disaggregation over HTTP workers is not supported yet: grpc:// workers only"
+            )
+        if self.runtime not in ("auto", "sglang"):
+            raise ConfigError(
+                f"PD disaggregation is not supported yet for {self.runtime} workers (SGLang only)"
+            )
+
+    def worker_specs(self) -> list[WorkerSpec]:
+        """The command line's workers: the regular ones, or the prefill and decode ones."""
+        specs = [WorkerSpec(url, runtime=self.runtime) for url in self.worker_urls]
+        specs += [
+            WorkerSpec(url, runtime=self.runtime, worker_type="prefill", bootstrap_port=port)
+            for url, port in self.prefill
+        ]
+        return specs + [WorkerSpec(url, runtime=self.runtime, worker_type="decode") for url in self.decode]

@@ -23,7 +23,8 @@ from dataplane.health import HealthPolicy, monitor_health
 from dataplane.metrics import UNKNOWN_MODEL, GatewayMetrics, RequestMeter
 from dataplane.monitors import KvFeed, maintain, poll_loads
 from dataplane.parsing import ParserNames, parser_names
-from dataplane.pipeline import execute, is_long, prepare, render_and_tokenize, select_worker
+from dataplane.pd import execute_pd
+from dataplane.pipeline import Prepared, execute, is_long, prepare, render_and_tokenize, select_worker
 from dataplane.retry import RetryPolicy
 from dataplane.routing import Policy, RouteRequest, make_policy
 from dataplane.sticky import StickyKeys
@@ -131,8 +132,8 @@ class Gateway:
 
     async def start(self) -> None:
         """Register every worker in the background; the gateway serves (and is not ready) meanwhile."""
-        for url in self.config.worker_urls:
-            self.add_worker(WorkerSpec(url, runtime=self.config.runtime), configured=True)
+        for spec in self.config.worker_specs():
+            self.add_worker(spec, configured=True)
         if not self.config.disable_health_check:
             probed = self.metrics.health_checked
             self.spawn(monitor_health(self.registry, self._health, self._on_failed, probed))
@@ -166,6 +167,8 @@ class Gateway:
         worker = Worker(
             url=spec.url,
             client=self._client_factory(spec),
+            worker_type=spec.worker_type,
+            bootstrap_port=spec.bootstrap_port,
             labels=dict(spec.labels),
             breaker=CircuitBreaker(self._breaker, observer=self.metrics.breaker(spec.url.url)),
         )
@@ -304,7 +307,10 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.registry.ready_count() > 0
+        """At least one healthy worker; with PD, a healthy prefill and a healthy decode worker."""
+        if not self.config.pd_disaggregation:
+            return self.registry.ready_count() > 0
+        return {"prefill", "decode"} <= {w.worker_type for w in self.registry.all() if w.healthy}
 
     def models(self) -> list[Model]:
         """The models that have at least one worker."""
@@ -369,8 +375,22 @@ class Gateway:
             raise
         if self.config.log_prompts:
             log.info("prompt: %r", prepared.text)
+        return self._execute(request, prepared, model.id, tracing, meter)
+
+    def _execute(
+        self,
+        request: GenerateRequest,
+        prepared: Prepared,
+        model_id: str,
+        tracing: RequestTrace | None,
+        meter: RequestMeter,
+    ) -> AsyncGenerator[Event, None]:
+        if self.config.pd_disaggregation:
+            return execute_pd(
+                request, prepared, self.registry, self.policy, model_id, self.spawn, tracing, meter
+            )
         return execute(
-            request, prepared, self.registry, self.policy, self.retry, model.id, self.spawn, tracing, meter
+            request, prepared, self.registry, self.policy, self.retry, model_id, self.spawn, tracing, meter
         )
 
     async def _generate_long(
@@ -391,9 +411,7 @@ class Gateway:
             raise
         if self.config.log_prompts:
             log.info("prompt: %r", prepared.text)
-        stream = execute(
-            request, prepared, self.registry, self.policy, self.retry, model_id, self.spawn, tracing, meter
-        )
+        stream = self._execute(request, prepared, model_id, tracing, meter)
         async with contextlib.aclosing(stream):
             async for event in stream:
                 yield event

@@ -191,6 +191,15 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """Where a PD decode worker meets its prefill worker for one request (SGLang's bootstrap room)."""
+
+    host: str
+    port: int
+    room: int
+
+
+@dataclass(frozen=True, slots=True)
 class WireRequest:
     """A tokenized request ready for a worker; built by the pipeline, encoded by the client."""
 
@@ -203,6 +212,7 @@ class WireRequest:
     require_reasoning: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
     constraint: Constraint | None = None
+    bootstrap: Bootstrap | None = None  # PD disaggregation: sent identically to the prefill and the decode
 
 
 @dataclass(frozen=True, slots=True)

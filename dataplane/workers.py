@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from dataplane.circuit import BreakerConfig, CircuitBreaker
-from dataplane.config import WorkerUrl
+from dataplane.config import WorkerType, WorkerUrl
 from dataplane.types import EngineLoad
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class Worker:
 
     url: WorkerUrl
     client: WorkerClient
+    worker_type: WorkerType = "regular"
+    bootstrap_port: int | None = None  # a PD prefill worker's (None: SGLang's default)
     model_id: str = ""
     status: WorkerStatus = "pending"
     load: int = 0  # requests in flight through this gateway (leases)
@@ -72,7 +74,7 @@ class Worker:
             "model_id": self.model_id,
             "connection_mode": self.url.mode,
             "runtime_type": self.client.runtime,
-            "worker_type": "regular",
+            "worker_type": self.worker_type,
             "is_healthy": self.healthy,
             "status": self.status,
             "load": self.load,

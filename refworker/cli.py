@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from refworker import tracing
-from refworker.config import ENGINES, LOG_LEVELS, MODES, SCRIPT_NAMES, ConfigError, WorkerConfig
+from refworker.config import (
+    DISAGGREGATION_MODES,
+    ENGINES,
+    LOG_LEVELS,
+    MODES,
+    SCRIPT_NAMES,
+    ConfigError,
+    WorkerConfig,
+)
 from refworker.server import RefWorker
 
 
@@ -25,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=31000, help="0 picks a free port (printed in the ready line)")
     add("--mode", choices=MODES, default="grpc")
     add("--engine", choices=ENGINES, default="sglang", help="whose gRPC service to serve (--mode grpc only)")
+    add("--disaggregation-mode", choices=DISAGGREGATION_MODES, default="null", help="SGLang PD role")
+    add("--disaggregation-bootstrap-port", type=int, default=8998, help="a prefill worker's (recorded)")
     add("--model-path", type=Path, default=None, help="tokenizer.json (+ configs); default: embedded Qwen3")
     add("--served-model-name", default="Qwen/Qwen3-0.6B")
     add("--reported-model-path", default=None, help="model_path GetModelInfo reports (default: --model-path)")
@@ -61,6 +71,8 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         port=args.port,
         mode=args.mode,
         engine=args.engine,
+        disaggregation_mode=args.disaggregation_mode,
+        disaggregation_bootstrap_port=args.disaggregation_bootstrap_port,
         model_path=args.model_path,
         served_model_name=args.served_model_name,
         reported_model_path=args.reported_model_path,

@@ -14,6 +14,9 @@ ScriptName = Literal["echo", "fixed", "tool", "think", "think_tool", "filler"]
 SCRIPT_NAMES: tuple[ScriptName, ...] = ("echo", "fixed", "tool", "think", "think_tool", "filler")
 MODES: tuple[Mode, ...] = ("grpc", "http")
 ENGINES: tuple[EngineName, ...] = ("sglang", "vllm", "trtllm")
+# SGLang's --disaggregation-mode: a whole-request worker, or one half of prefill/decode disaggregation.
+DisaggregationMode = Literal["null", "prefill", "decode"]
+DISAGGREGATION_MODES: tuple[DisaggregationMode, ...] = ("null", "prefill", "decode")
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 
 
@@ -40,6 +43,10 @@ class WorkerConfig:
     port: int = 31000
     mode: Mode = "grpc"
     engine: EngineName = "sglang"
+    # PD (SGLang's service only): a prefill worker answers one token; both halves need the bootstrap
+    # params of the request (the room where the real engines move the KV cache).
+    disaggregation_mode: DisaggregationMode = "null"
+    disaggregation_bootstrap_port: int = 8998
     model_path: Path | None = None
     served_model_name: str = "Qwen/Qwen3-0.6B"
     # What GetModelInfo reports as model_path and tokenizer_path (default: the model directory). An engine
@@ -75,6 +82,10 @@ class WorkerConfig:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.disaggregation_mode not in DISAGGREGATION_MODES:
+            raise ConfigError(f"disaggregation mode must be one of {', '.join(DISAGGREGATION_MODES)}")
+        if self.disaggregation_mode != "null" and (self.mode, self.engine) != ("grpc", "sglang"):
+            raise ConfigError("--disaggregation-mode is served over SGLang's gRPC service only")
         if self.mode == "http" and self.engine != "sglang":
             raise ConfigError(f"engine {self.engine!r} is a gRPC service: it needs mode 'grpc'")
         if self.script not in SCRIPT_NAMES:

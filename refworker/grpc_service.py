@@ -33,12 +33,21 @@ class SchedulerService(CommonServicer, pb_grpc.SglangSchedulerServicer):  # type
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "sampling_params.stop (string stops) is not supported"
             )
+        role = engine.config.disaggregation_mode
+        if role != "null" and not request.disaggregated_params.bootstrap_host:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"a {role} worker needs disaggregated_params (bootstrap host, port and room)",
+            )
+        max_new_tokens = params.max_new_tokens if params.HasField("max_new_tokens") else None
+        if role == "prefill":
+            max_new_tokens = 1  # the prefill half: the prompt's KV cache and the first token
         constraint = params.WhichOneof("constraint")
         generation = GenerationRequest(
             request_id=rid,
             prompt_ids=list(request.tokenized.input_ids),
-            max_new_tokens=params.max_new_tokens if params.HasField("max_new_tokens") else None,
-            min_new_tokens=params.min_new_tokens,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=0 if role == "prefill" else params.min_new_tokens,
             stop_token_ids=tuple(params.stop_token_ids),
             ignore_eos=params.ignore_eos,
             n=params.n,

@@ -17,7 +17,7 @@ from adapters.context import GATEWAY
 from adapters.errors import error_response
 from adapters.params import parse_body
 from dataplane.client import FlushesCache
-from dataplane.config import RUNTIMES, WorkerSpec, WorkerUrl
+from dataplane.config import RUNTIMES, WORKER_TYPES, WorkerSpec, WorkerUrl
 from dataplane.errors import ConfigError, InvalidRequest, WorkerError
 from dataplane.workers import DuplicateWorker, Worker
 
@@ -42,13 +42,13 @@ async def readiness(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     total = len(gateway.registry.all())
     healthy = gateway.registry.ready_count()
-    if healthy:
+    if gateway.ready:
         return _json({"status": "ready", "healthy_workers": healthy, "total_workers": total})
     return _json(
         {
             "status": "not ready",
             "reason": "insufficient healthy workers",
-            "healthy_workers": 0,
+            "healthy_workers": healthy,
             "total_workers": total,
         },
         status=503,
@@ -76,7 +76,7 @@ async def workers(request: web.Request) -> web.Response:
                 "healthy_workers": sum(w.healthy for w in listed),
                 "total_models": len({w.model_id for w in listed if w.model_id}),
                 "total_load": sum(w.load for w in listed),
-                "by_type": {"regular": len(listed), "prefill": 0, "decode": 0},
+                "by_type": {kind: sum(w.worker_type == kind for w in listed) for kind in WORKER_TYPES},
             },
         }
     )

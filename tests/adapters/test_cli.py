@@ -186,10 +186,10 @@ def test_launch_refuses_unsupported_flags(flag: str, capsys: pytest.CaptureFixtu
 
 
 def test_refused_flag_fails_even_without_a_value(capsys: pytest.CaptureFixture[str]) -> None:
-    # SMG's PD example: the refusal names the first unsupported flag.
-    argv = ["--pd-disaggregation", "--prefill", "grpc://localhost:50051", "8998", "--decode",
-            "grpc://localhost:50052", "--model-path", LLAMA]  # fmt: skip
-    assert _fail(argv, capsys) == "smg: --pd-disaggregation is not supported yet\n"
+    # A flag SMG takes bare: the refusal names the first unsupported flag.
+    argv = ["--worker-urls", "grpc://localhost:50051", "--enable-igw", "--epd-disaggregation",
+            "--model-path", LLAMA]  # fmt: skip
+    assert _fail(argv, capsys) == "smg: --enable-igw is not supported yet\n"
 
 
 BUILT = available_policies()

@@ -1,0 +1,239 @@
+"""Prefill/decode disaggregation over SGLang's gRPC service (``--pd-disaggregation --prefill URL PORT
+--decode URL``): reference workers in SGLang's prefill and decode roles, the official openai client.
+
+Both halves get the same request — same id, the prefill worker's host and bootstrap port, one random
+bootstrap room — and the client gets the decode worker's answer, exactly the answer a whole-request
+worker gives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from dataplane.config import GatewayConfig, WorkerUrl
+from tests.e2e.conftest import (
+    MODEL,
+    Deployment,
+    GatewayServer,
+    api_client,
+    chat,
+    chat_stream,
+    dispatched_as,
+    eventually,
+    get_json,
+    new_rid,
+    streamed_text,
+)
+from tests.fakes.refworker_proc import RefWorkerProcs, read_record
+
+BOOTSTRAP_PORT = 9123
+
+
+@dataclass(frozen=True)
+class Pd:
+    gateway: GatewayServer
+    prefill: tuple[str, int]
+    decode: tuple[str, int]
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def requests(self, worker: tuple[str, int], rid: str) -> list[dict[str, Any]]:
+        record = read_record(*worker)
+        return [r for r in record["recent_requests"] if dispatched_as(r.get("request_id", ""), rid)]
+
+
+def pd_config(prefill: tuple[str, int], decode: tuple[str, int], model_dir: Path, **kw: Any) -> GatewayConfig:
+    return GatewayConfig(
+        worker_urls=(),
+        pd_disaggregation=True,
+        prefill=((WorkerUrl.parse(f"grpc://{prefill[0]}:{prefill[1]}"), BOOTSTRAP_PORT),),
+        decode=(WorkerUrl.parse(f"grpc://{decode[0]}:{decode[1]}"),),
+        host="127.0.0.1",
+        port=0,
+        model_path=str(model_dir),
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+async def pd(model_dir: Path) -> AsyncIterator[Pd]:
+    async with (
+        RefWorkerProcs(
+            1, "--disaggregation-mode", "prefill", "--disaggregation-bootstrap-port", str(BOOTSTRAP_PORT)
+        ) as [prefill],
+        RefWorkerProcs(1, "--disaggregation-mode", "decode") as [decode],
+    ):
+        gateway = GatewayServer(pd_config(prefill, decode, model_dir)).start()
+        try:
+            await asyncio.to_thread(gateway.wait_ready, 2)
+            yield Pd(gateway, prefill, decode)
+        finally:
+            gateway.stop()
+
+
+def answer(reply: Any) -> dict[str, Any]:
+    data = reply.model_dump()
+    for key in ("id", "created", "system_fingerprint"):
+        data.pop(key, None)
+    return data
+
+
+def both_legs(pd: Pd, rid: str, timeout: float = 5.0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What each worker received for ``rid`` (the prefill leg may still be arriving after the answer)."""
+    deadline = time.monotonic() + timeout
+    while not (prefilled := pd.requests(pd.prefill, rid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [decoded] = pd.requests(pd.decode, rid)
+    assert len(prefilled) == 1, prefilled
+    return prefilled[0], decoded
+
+
+@pytest.mark.parametrize("params", [{}, {"max_tokens": 5}, {"n": 2, "max_tokens": 6}])
+async def test_the_decode_workers_answer_is_a_whole_workers(
+    pd: Pd, shared: Deployment, params: dict[str, Any]
+) -> None:
+    rid = new_rid("pd")
+    async with api_client(shared) as whole, api_client(pd.gateway) as split:  # type: ignore[arg-type]
+        expected = answer(await chat(whole, "Say hello", **params))
+        got = answer(await chat(split, "Say hello", extra_headers={"x-request-id": rid}, **params))
+    assert got == expected
+    prefilled, decoded = both_legs(pd, rid)
+    assert prefilled["request_id"] == decoded["request_id"]
+    room = decoded["disaggregated_params"]
+    assert prefilled["disaggregated_params"] == room
+    assert (room["bootstrap_host"], room["bootstrap_port"]) == (pd.prefill[0], BOOTSTRAP_PORT)
+    assert 0 <= room["bootstrap_room"] < 2**31
+
+
+async def test_streamed_through_the_decode_worker(pd: Pd, shared: Deployment) -> None:
+    options: dict[str, Any] = {"stream_options": {"include_usage": True}}
+    async with api_client(shared) as whole, api_client(pd.gateway) as split:  # type: ignore[arg-type]
+        expected = await chat_stream(whole, "Say hello", **options)
+        got = await chat_stream(split, "Say hello", **options)
+    assert streamed_text(got) == streamed_text(expected) and streamed_text(got)
+    assert got[-1].usage == expected[-1].usage
+
+
+async def test_every_request_gets_a_room_of_its_own(pd: Pd) -> None:
+    rids = [new_rid("room") for _ in range(4)]
+    async with api_client(pd.gateway) as client:  # type: ignore[arg-type]
+        await asyncio.gather(
+            *(chat(client, "hi", max_tokens=2, extra_headers={"x-request-id": rid}) for rid in rids)
+        )
+    rooms = {both_legs(pd, rid)[1]["disaggregated_params"]["bootstrap_room"] for rid in rids}
+    assert len(rooms) == 4
+
+
+async def test_a_client_that_leaves_aborts_the_decode_leg(pd: Pd) -> None:
+    rid = new_rid("pd-drop")
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "[ref stall=1] wait"}]}
+    async with aiohttp.ClientSession() as http:
+        reply = await http.post(f"{pd.url}/v1/chat/completions", json=body, headers={"x-request-id": rid})
+        try:
+            assert reply.status == 200
+            while b'"content":"' not in (line := await reply.content.readline()) or b'"content":""' in line:
+                assert line, "stream ended before any text"
+        finally:
+            reply.close()
+
+        def aborted() -> bool:
+            return any(dispatched_as(a["request_id"], rid) for a in read_record(*pd.decode)["aborted"])
+
+        await eventually(aborted)
+
+        async def idle() -> bool:
+            _, listing = await get_json(http, f"{pd.url}/workers")
+            return all(w["load"] == 0 for w in listing["workers"])
+
+        await eventually(idle)
+
+
+async def test_the_workers_list_their_roles_and_readiness_needs_both(pd: Pd, model_dir: Path) -> None:
+    async with aiohttp.ClientSession() as http:
+        _, listing = await get_json(http, f"{pd.url}/workers")
+    roles = {w["url"]: w["worker_type"] for w in listing["workers"]}
+    assert roles == {
+        f"grpc://{pd.prefill[0]}:{pd.prefill[1]}": "prefill",
+        f"grpc://{pd.decode[0]}:{pd.decode[1]}": "decode",
+    }
+    # Only the prefill half is up: not ready, and a request says which half is missing.
+    lonely = GatewayServer(pd_config(pd.prefill, ("127.0.0.1", 1), model_dir)).start()
+    try:
+        await eventually(lambda: lonely.get_json("/workers")[1]["stats"]["healthy_workers"] == 1)
+        status, body = lonely.get_json("/readiness")
+        assert (status, body["healthy_workers"]) == (503, 1)
+        async with api_client(lonely) as client:  # type: ignore[arg-type]
+            with pytest.raises(openai.APIStatusError, match="no healthy decode worker") as caught:
+                await chat(client, "hi")
+        assert caught.value.status_code == 503
+    finally:
+        lonely.stop()
+
+
+async def test_a_decode_worker_refuses_a_request_without_its_room(pd: Pd, model_dir: Path) -> None:
+    """A decode worker behind a gateway that does not know it is one: the engine's refusal, as a 400."""
+    config = GatewayConfig(
+        worker_urls=(WorkerUrl.parse(f"grpc://{pd.decode[0]}:{pd.decode[1]}"),),
+        host="127.0.0.1",
+        port=0,
+        model_path=str(model_dir),
+    )
+    plain = GatewayServer(config).start()
+    try:
+        await asyncio.to_thread(plain.wait_ready, 1)
+        async with api_client(plain) as client:  # type: ignore[arg-type]
+            with pytest.raises(openai.BadRequestError, match="disaggregated_params"):
+                await chat(client, "hi")
+    finally:
+        plain.stop()
+
+
+def test_pd_on_the_command_line() -> None:
+    from adapters import cli
+
+    config = cli.parse_launch(
+        ["--pd-disaggregation", "--prefill", "grpc://p1:50051", "8998", "--prefill", "grpc://p2:50051",
+         "--decode", "grpc://d1:50052", "--decode", "grpc://d2:50052", "--model-path", "/m"]
+    )  # fmt: skip
+    assert config.pd_disaggregation and not config.worker_urls
+    assert [(u.url, port) for u, port in config.prefill] == [
+        ("grpc://p1:50051", 8998),
+        ("grpc://p2:50051", None),
+    ]
+    assert [u.url for u in config.decode] == ["grpc://d1:50052", "grpc://d2:50052"]
+    specs = config.worker_specs()
+    assert [(s.worker_type, s.bootstrap_port) for s in specs] == [
+        ("prefill", 8998), ("prefill", None), ("decode", None), ("decode", None),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--pd-disaggregation", "--decode", "grpc://d:1"], "at least one --prefill and one --decode"),
+        (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "grpc://d:1", "--worker-urls", "grpc://w:1"],
+         "cannot be combined"),
+        (["--pd-disaggregation", "--prefill", "http://p:1", "--decode", "http://d:1"], "over HTTP workers"),
+        (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "grpc://d:1", "--backend", "vllm"],
+         "for vllm workers"),
+        (["--prefill", "grpc://p:1", "--decode", "grpc://d:1"], "need --pd-disaggregation"),
+        (["--pd-disaggregation", "--prefill", "grpc://p:1", "x", "--decode", "grpc://d:1"], "not a number"),
+    ],
+)  # fmt: skip
+def test_pd_command_lines_that_cannot_work_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adapters import cli
+
+    assert cli.main(["launch", *argv]) != 0
+    assert message in capsys.readouterr().err
