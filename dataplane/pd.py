@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 from dataplane.config import DEFAULT_BOOTSTRAP_PORT, WorkerType
-from dataplane.errors import GatewayError, NoHealthyWorker, WorkerError
+from dataplane.errors import GatewayError, NoHealthyWorker, UnsupportedParameter, WorkerError
 from dataplane.metrics import RequestMeter
 from dataplane.output import ResponseAssembler
 from dataplane.pipeline import Prepared, build_wire_request
@@ -58,6 +58,11 @@ async def execute_pd(
         if meter is not None:
             meter.failed(exc)
         raise
+    if (runtime := _runtime(prefill, decode)) != "sglang":
+        refusal = UnsupportedParameter(f"PD disaggregation is not supported yet for {runtime} workers")
+        if meter is not None:
+            meter.failed(refusal)
+        raise refusal
     if meter is not None:
         meter.selected(decode)
     room = secrets.randbelow(BOOTSTRAP_ROOMS)
@@ -119,6 +124,12 @@ async def execute_pd(
         yield Started(wire.request_id, model_id, created, decode.url.url)
     for event in tail:
         yield event
+
+
+def _runtime(prefill: Worker, decode: Worker) -> str:
+    """The pair's engine service; vLLM's PD (sequential, NIXL/Mooncake) is another flow, not built yet."""
+    runtimes = {prefill.client.runtime, decode.client.runtime}
+    return runtimes.pop() if len(runtimes) == 1 else " and ".join(sorted(runtimes))
 
 
 def _select(registry: WorkerRegistry, policy: Policy, route: RouteRequest, kind: WorkerType) -> Worker:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dataplane.config import GatewayConfig, WorkerUrl
-from dataplane.errors import WorkerError
+from dataplane.errors import UnsupportedParameter, WorkerError
 from dataplane.gateway import Gateway
 from dataplane.types import Chunk, TextDelta, WireRequest, WorkerMessage
 from tests.dataplane.gateways import EOS, Fleet, chat, hello, info, until, url
@@ -121,3 +121,15 @@ async def test_a_client_that_leaves_aborts_both_legs(model_dir: Path) -> None:
     finally:
         hold.set()
         await gateway.stop()
+
+
+async def test_pairs_of_other_engines_are_refused_before_any_leg_runs(model_dir: Path) -> None:
+    """vLLM's PD is a sequential flow of its own (NIXL/Mooncake): never SGLang's bootstrap room."""
+    gateway, prefill, decode = await pd_gateway(model_dir, one_token, hello)
+    prefill.runtime = decode.runtime = "vllm"  # type: ignore[misc]  # as detected at registration
+    try:
+        with pytest.raises(UnsupportedParameter, match="not supported yet for vllm workers"):
+            await gateway.collect(chat())
+    finally:
+        await gateway.stop()
+    assert prefill.requests == decode.requests == []
