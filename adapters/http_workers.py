@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from opentelemetry.trace import Status, StatusCode
 
@@ -214,7 +216,10 @@ async def proxy(
     endpoint = _ENDPOINTS.get(request.path, request.path.rsplit("/", 1)[-1])
     meter = gateway.metrics.request(route.model_id, endpoint, body.get("stream") is True, router_type="http")
     try:
-        response = await _forward(request, raw, gateway, ctx, route, meter)
+        if gateway.config.pd_disaggregation:
+            response = await _forward_pd(request, body, gateway, ctx, route, meter)
+        else:
+            response = await _forward(request, raw, gateway, ctx, route, meter)
     except GatewayError as exc:
         _outcome(meter, exc)
         raise
@@ -297,6 +302,59 @@ async def _forward(
                     meter.worker_failed(worker, WorkerError("", status=upstream.status))
                 return await _relay(request, upstream)
     raise InternalError("retry loop ended without an answer")  # max_attempts >= 1 returns or raises above
+
+
+async def _forward_pd(
+    request: web.Request,
+    body: dict[str, Any],
+    gateway: Gateway,
+    ctx: RequestContext,
+    route: RouteRequest,
+    meter: RequestMeter,
+) -> web.StreamResponse:
+    """SGLang's PD over HTTP workers, as SMG forwards it: the same JSON — plus the prefill worker's
+    ``bootstrap_host``, its ``bootstrap_port`` (null when not given: the engine's default) and a random
+    63-bit ``bootstrap_room`` — goes to a prefill and a decode worker at once; the decode worker's answer is
+    relayed, the prefill one's read and dropped. Not retried (as the gRPC PD path)."""
+    prefill = gateway.select_role(route, "prefill")
+    decode = gateway.select_role(route, "decode")
+    meter.selected(decode)
+    room = {"bootstrap_host": prefill.url.host, "bootstrap_port": prefill.bootstrap_port}
+    raw = orjson.dumps(body | room | {"bootstrap_room": secrets.randbits(63)})
+    headers = {h: v for h in FORWARDED if (v := request.headers.get(h))} | ctx.headers
+    prefill_leg = asyncio.ensure_future(_prefill_leg(prefill, request.path, raw, headers, gateway))
+    _prefill_legs.add(prefill_leg)
+    prefill_leg.add_done_callback(_prefill_legs.discard)
+    with gateway.registry.lease(decode):
+        try:
+            upstream, failure = await _send(decode, request.path, raw, headers, gateway)
+            if upstream is None:
+                assert failure is not None
+                meter.worker_failed(decode, failure)
+                raise failure
+            async with upstream:
+                if upstream.status >= 500:
+                    meter.worker_failed(decode, WorkerError("", status=upstream.status))
+                return await _relay(request, upstream)
+        except BaseException:
+            prefill_leg.cancel()  # the request is over: so is its prefill
+            raise
+
+
+_prefill_legs: set[asyncio.Task[None]] = set()  # prefill requests still running after their answer
+
+
+async def _prefill_leg(
+    worker: Worker, path: str, raw: bytes, headers: dict[str, str], gateway: Gateway
+) -> None:
+    with gateway.registry.lease(worker):
+        upstream, failure = await _send(worker, path, raw, headers, gateway)
+        if upstream is None:
+            log.warning("prefill leg on %s failed: %s", worker.url.url, failure)
+            return
+        async with upstream:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                await upstream.read()
 
 
 async def _send(

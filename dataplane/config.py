@@ -303,10 +303,8 @@ class GatewayConfig:
             raise ConfigError("--pd-disaggregation needs at least one --prefill and one --decode worker")
         if self.worker_urls:
             raise ConfigError("--worker-urls cannot be combined with --pd-disaggregation")
-        if any(url.mode != "grpc" for url in (*(url for url, _ in self.prefill), *self.decode)):
-            raise ConfigError(
-                "PD disaggregation over HTTP workers is not supported yet: grpc:// workers only"
-            )
+        if len({url.mode for url in (*(url for url, _ in self.prefill), *self.decode)}) > 1:
+            raise ConfigError("PD disaggregation needs its workers all grpc:// or all http(s)://")
         if self.runtime not in ("auto", "sglang"):
             raise ConfigError(
                 f"PD disaggregation is not supported yet for {self.runtime} workers (SGLang only)"

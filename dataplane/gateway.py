@@ -16,14 +16,14 @@ from opentelemetry.trace import Tracer, TracerProvider
 from dataplane import tokenizer_fetch
 from dataplane.circuit import BreakerConfig, CircuitBreaker
 from dataplane.client import ShipsTokenizer, WorkerClient
-from dataplane.config import GatewayConfig, WorkerSpec
+from dataplane.config import GatewayConfig, WorkerSpec, WorkerType
 from dataplane.engine_clients import DetectingClient, engine_client
 from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
 from dataplane.health import HealthPolicy, monitor_health
 from dataplane.metrics import UNKNOWN_MODEL, GatewayMetrics, RequestMeter
 from dataplane.monitors import KvFeed, maintain, poll_loads
 from dataplane.parsing import ParserNames, parser_names
-from dataplane.pd import execute_pd
+from dataplane.pd import execute_pd, select_role
 from dataplane.pipeline import Prepared, execute, is_long, prepare, render_and_tokenize, select_worker
 from dataplane.retry import RetryPolicy
 from dataplane.routing import Policy, RouteRequest, make_policy
@@ -333,6 +333,10 @@ class Gateway:
         return model
 
     # --- the data path ---------------------------------------------------------------------------------
+
+    def select_role(self, route: RouteRequest, kind: WorkerType) -> Worker:
+        """A routable prefill or decode worker for the model (PD), by the configured policy."""
+        return select_role(self.registry, self.policy, route, kind)
 
     def select(self, route: RouteRequest, exclude: Collection[Worker] = ()) -> Worker:
         """A routable worker for the model by the configured policy, avoiding ``exclude`` while another

@@ -52,8 +52,8 @@ async def execute_pd(
     )
     try:
         with stage(tracing, SELECT_WORKER):
-            prefill = _select(registry, policy, route, "prefill")
-            decode = _select(registry, policy, route, "decode")
+            prefill = select_role(registry, policy, route, "prefill")
+            decode = select_role(registry, policy, route, "decode")
     except NoHealthyWorker as exc:
         if meter is not None:
             meter.failed(exc)
@@ -132,7 +132,8 @@ def _runtime(prefill: Worker, decode: Worker) -> str:
     return runtimes.pop() if len(runtimes) == 1 else " and ".join(sorted(runtimes))
 
 
-def _select(registry: WorkerRegistry, policy: Policy, route: RouteRequest, kind: WorkerType) -> Worker:
+def select_role(registry: WorkerRegistry, policy: Policy, route: RouteRequest, kind: WorkerType) -> Worker:
+    """A routable ``kind`` (prefill or decode) worker of the model, by ``policy``."""
     candidates = [w for w in registry.routable(route.model_id) if w.worker_type == kind]
     worker = policy.select(route, candidates) if candidates else None
     if worker is None:

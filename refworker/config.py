@@ -84,8 +84,8 @@ class WorkerConfig:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.disaggregation_mode not in DISAGGREGATION_MODES:
             raise ConfigError(f"disaggregation mode must be one of {', '.join(DISAGGREGATION_MODES)}")
-        if self.disaggregation_mode != "null" and (self.mode, self.engine) != ("grpc", "sglang"):
-            raise ConfigError("--disaggregation-mode is served over SGLang's gRPC service only")
+        if self.disaggregation_mode != "null" and self.engine != "sglang":
+            raise ConfigError("--disaggregation-mode is SGLang's (its gRPC service or HTTP server) only")
         if self.mode == "http" and self.engine != "sglang":
             raise ConfigError(f"engine {self.engine!r} is a gRPC service: it needs mode 'grpc'")
         if self.script not in SCRIPT_NAMES:

@@ -39,6 +39,10 @@ class InjectedFailure(Exception):
     """``fail_after`` reached: the response breaks off."""
 
 
+# SGLang's PD fields of an HTTP request (the gateway adds them for both halves).
+BOOTSTRAP_FIELDS = ("bootstrap_host", "bootstrap_port", "bootstrap_room")
+
+
 class HttpWorker:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -143,6 +147,11 @@ class HttpWorker:
         prefix = "chatcmpl-" if chat else "cmpl-"
         rid = request.headers.get("x-request-id") or f"{prefix}{uuid.uuid4().hex}"
         engine.record.request(rid, body, request.headers.items())
+        role = engine.config.disaggregation_mode
+        if role != "null" and not all(k in body for k in BOOTSTRAP_FIELDS):
+            return _error(400, f"a {role} worker needs {', '.join(BOOTSTRAP_FIELDS)}")
+        if role == "prefill":  # the prefill half: the prompt's KV cache and the first token
+            body = {**body, "max_tokens": 1, "max_completion_tokens": 1, "min_tokens": 0}
         try:
             generation, stops = _generation_request(rid, ids, body)
             plan = engine.plan(generation)

@@ -8,7 +8,9 @@ worker gives."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +49,17 @@ class Pd:
     def url(self) -> str:
         return self.gateway.url
 
+    http: bool = False
+
     def requests(self, worker: tuple[str, int], rid: str) -> list[dict[str, Any]]:
-        record = read_record(*worker)
-        return [r for r in record["recent_requests"] if dispatched_as(r.get("request_id", ""), rid)]
+        """What ``worker`` received for ``rid`` (an HTTP worker: the bodies sent with that request id)."""
+        if not self.http:
+            record = read_record(*worker)
+            return [r for r in record["recent_requests"] if dispatched_as(r.get("request_id", ""), rid)]
+        with urllib.request.urlopen(f"http://{worker[0]}:{worker[1]}/refworker/record", timeout=5) as reply:
+            record = json.load(reply)
+        pairs = zip(record["recent_requests"], record["metadata"], strict=True)
+        return [body for body, headers in pairs if dispatched_as(headers.get("x-request-id", ""), rid)]
 
 
 def pd_config(prefill: tuple[str, int], decode: tuple[str, int], model_dir: Path, **kw: Any) -> GatewayConfig:
@@ -223,7 +233,7 @@ def test_pd_on_the_command_line() -> None:
         (["--pd-disaggregation", "--decode", "grpc://d:1"], "at least one --prefill and one --decode"),
         (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "grpc://d:1", "--worker-urls", "grpc://w:1"],
          "cannot be combined"),
-        (["--pd-disaggregation", "--prefill", "http://p:1", "--decode", "http://d:1"], "over HTTP workers"),
+        (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "http://d:1"], "all grpc:// or all"),
         (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "grpc://d:1", "--backend", "vllm"],
          "for vllm workers"),
         (["--prefill", "grpc://p:1", "--decode", "grpc://d:1"], "need --pd-disaggregation"),
@@ -237,3 +247,47 @@ def test_pd_command_lines_that_cannot_work_are_refused(
 
     assert cli.main(["launch", *argv]) != 0
     assert message in capsys.readouterr().err
+
+
+# ---- over HTTP workers (SGLang's HTTP servers in their PD roles; the gateway relays, as SMG) -----------
+
+
+@pytest.fixture(scope="module")
+async def http_pd(model_dir: Path) -> AsyncIterator[Pd]:
+    async with (
+        RefWorkerProcs(1, "--mode", "http", "--disaggregation-mode", "prefill") as [prefill],
+        RefWorkerProcs(1, "--mode", "http", "--disaggregation-mode", "decode") as [decode],
+    ):
+        config = GatewayConfig(
+            worker_urls=(),
+            pd_disaggregation=True,
+            prefill=((WorkerUrl.parse(f"http://{prefill[0]}:{prefill[1]}"), BOOTSTRAP_PORT),),
+            decode=(WorkerUrl.parse(f"http://{decode[0]}:{decode[1]}"),),
+            host="127.0.0.1",
+            port=0,
+        )
+        gateway = GatewayServer(config).start()
+        try:
+            await asyncio.to_thread(gateway.wait_ready, 2)
+            yield Pd(gateway, prefill, decode, http=True)
+        finally:
+            gateway.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_http_workers_split_the_same_way(http_pd: Pd, shared: Deployment, stream: bool) -> None:
+    rid = new_rid("http-pd")
+    async with api_client(shared) as whole, api_client(http_pd.gateway) as split:  # type: ignore[arg-type]
+        if stream:
+            expected = streamed_text(await chat_stream(whole, "Say hello"))
+            got = streamed_text(await chat_stream(split, "Say hello", extra_headers={"x-request-id": rid}))
+        else:
+            expected = (await chat(whole, "Say hello")).choices[0].message.content
+            reply = await chat(split, "Say hello", extra_headers={"x-request-id": rid})
+            got = reply.choices[0].message.content
+    assert got == expected and got
+    prefilled, decoded = both_legs(http_pd, rid)
+    fields = ("bootstrap_host", "bootstrap_port", "bootstrap_room")
+    assert [prefilled[f] for f in fields] == [decoded[f] for f in fields]
+    assert (decoded["bootstrap_host"], decoded["bootstrap_port"]) == (http_pd.prefill[0], BOOTSTRAP_PORT)
+    assert 0 <= decoded["bootstrap_room"] < 2**63
