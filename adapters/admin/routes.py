@@ -24,7 +24,16 @@ from dataplane.workers import DuplicateWorker, Worker
 FLUSH_TIMEOUT_S = 10.0
 # What POST /workers takes of SMG's WorkerSpec; any other field is refused, not ignored.
 WORKER_FIELDS = frozenset(
-    {"url", "labels", "api_key", "worker_type", "connection_mode", "runtime_type", "runtime"}
+    {
+        "url",
+        "labels",
+        "api_key",
+        "worker_type",
+        "connection_mode",
+        "runtime_type",
+        "runtime",
+        "bootstrap_port",
+    }
 )
 
 
@@ -85,6 +94,13 @@ async def workers(request: web.Request) -> web.Response:
 async def add_worker(request: web.Request) -> web.Response:
     """``POST /workers``: 202 at once; the worker registers in the background (``pending`` → ``ready``)."""
     spec = worker_spec(parse_body(await request.read()))
+    pd = request.app[GATEWAY].config.pd_disaggregation
+    if (spec.worker_type == "regular") == pd:
+        wanted = "'prefill' or 'decode'" if pd else "'regular'"
+        mode = "with" if pd else "without"
+        raise InvalidRequest(
+            f"a gateway {mode} --pd-disaggregation takes {wanted} workers", param="worker_type"
+        )
     try:
         worker = request.app[GATEWAY].add_worker(spec)
     except DuplicateWorker as exc:
@@ -172,8 +188,12 @@ def worker_spec(body: Mapping[str, Any]) -> WorkerSpec:
     api_key = body.get("api_key")
     if api_key is not None and not isinstance(api_key, str):
         raise InvalidRequest("'api_key' must be a string", param="api_key")
-    if body.get("worker_type", "regular") != "regular":
-        raise InvalidRequest("only 'regular' workers are supported", param="worker_type")
+    worker_type = body.get("worker_type", "regular")
+    if worker_type not in WORKER_TYPES:
+        raise InvalidRequest(f"'worker_type' must be one of {', '.join(WORKER_TYPES)}", param="worker_type")
+    port = body.get("bootstrap_port")
+    if port is not None and (worker_type != "prefill" or not isinstance(port, int) or not 0 < port < 65536):
+        raise InvalidRequest("'bootstrap_port' is a prefill worker's port number", param="bootstrap_port")
     mode = body.get("connection_mode")
     if mode is not None and mode != url.mode:
         raise InvalidRequest(
@@ -185,4 +205,4 @@ def worker_spec(body: Mapping[str, Any]) -> WorkerSpec:
         raise InvalidRequest(
             f"'runtime_type' {runtime!r} is not supported; one of {', '.join(RUNTIMES)}", param="runtime_type"
         )
-    return WorkerSpec(url, labels, api_key or None, runtime)
+    return WorkerSpec(url, labels, api_key or None, runtime, worker_type, port)

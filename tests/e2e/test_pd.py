@@ -291,3 +291,45 @@ async def test_http_workers_split_the_same_way(http_pd: Pd, shared: Deployment, 
     assert [prefilled[f] for f in fields] == [decoded[f] for f in fields]
     assert (decoded["bootstrap_host"], decoded["bootstrap_port"]) == (http_pd.prefill[0], BOOTSTRAP_PORT)
     assert 0 <= decoded["bootstrap_room"] < 2**63
+
+
+async def test_prefill_and_decode_workers_join_at_run_time(pd: Pd, model_dir: Path) -> None:
+    gateway = GatewayServer(pd_config(pd.prefill, pd.decode, model_dir)).start()
+    try:
+        await asyncio.to_thread(gateway.wait_ready, 2)
+        async with (
+            RefWorkerProcs(1, "--disaggregation-mode", "decode") as [(host, port)],
+            aiohttp.ClientSession() as http,
+        ):
+            added = f"grpc://{host}:{port}"
+            for body, param in (
+                ({"url": added}, "worker_type"),  # a regular worker has no place here
+                ({"url": added, "worker_type": "decode", "bootstrap_port": 1}, "bootstrap_port"),
+            ):
+                async with http.post(f"{gateway.url}/workers", json=body) as reply:
+                    assert reply.status == 400 and (await reply.json())["error"]["param"] == param
+            async with http.post(
+                f"{gateway.url}/workers", json={"url": added, "worker_type": "decode"}
+            ) as reply:
+                assert reply.status == 202
+                location = (await reply.json())["location"]
+
+            async def ready() -> bool:
+                _, worker = await get_json(http, f"{gateway.url}{location}")
+                return worker["status"] == "ready" and worker["worker_type"] == "decode"
+
+            await eventually(ready)
+            rids = [new_rid("joined") for _ in range(4)]
+            async with api_client(gateway) as client:  # type: ignore[arg-type]
+                for rid in rids:
+                    await chat(client, "hi", max_tokens=2, extra_headers={"x-request-id": rid})
+            joined = [
+                r
+                for r in read_record(host, port)["recent_requests"]
+                if any(dispatched_as(r["request_id"], rid) for rid in rids)
+            ]
+            assert joined and all(
+                r["disaggregated_params"]["bootstrap_port"] == BOOTSTRAP_PORT for r in joined
+            )
+    finally:
+        gateway.stop()
