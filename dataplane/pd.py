@@ -6,8 +6,10 @@ worker's host, its bootstrap port, a random bootstrap room) — goes to both at 
 the room to move the KV cache. Only the decode stream becomes the client's answer; the prefill stream is
 read to its end beside it (holding its own lease, and outliving the answer if it must) and its outcome
 goes to its worker's circuit breaker. A client that leaves, or a decode that fails, tears both legs down
-(each gets its Abort). Not retried on other workers (SMG re-runs
-the whole pipeline): a pair that fails before the first token is the client's error.
+(each gets its Abort). Not retried on other workers (SMG re-runs the whole pipeline): a pair that fails
+before the first token is the client's error. The decode leg's loop mirrors ``pipeline.execute``'s
+attempt on purpose: sharing it would put one more generator between every worker message and the client
+on the regular path. (PD over HTTP workers: ``adapters/http_workers.py``.)
 """
 
 from __future__ import annotations
