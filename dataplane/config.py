@@ -305,7 +305,7 @@ class GatewayConfig:
             raise ConfigError("--worker-urls cannot be combined with --pd-disaggregation")
         if len({url.mode for url in (*(url for url, _ in self.prefill), *self.decode)}) > 1:
             raise ConfigError("PD disaggregation needs its workers all grpc:// or all http(s)://")
-        if self.runtime not in ("auto", "sglang"):
+        if self.runtime not in ("auto", "sglang", "vllm"):
             raise ConfigError(
                 f"PD disaggregation is not supported yet for {self.runtime} workers (SGLang only)"
             )

@@ -1,7 +1,11 @@
-"""Prefill/decode disaggregation over SGLang's gRPC service (``--pd-disaggregation``), as SMG runs it.
+"""Prefill/decode disaggregation over gRPC workers (``--pd-disaggregation``), as SMG runs it.
 
 One prefill worker and one decode worker are picked by the policy among the model's routable workers of
-each kind. The same ``GenerateRequest`` — same request id, same ``disaggregated_params`` (the prefill
+each kind. vLLM workers (NixlConnector) run in sequence: a copy of the request for one token, not
+streamed, with ``kv_transfer_params_json = {"do_remote_decode": true, "do_remote_prefill": false}`` goes
+to the prefill worker first; the KV transfer parameters its Complete returns go verbatim, with the
+original request, to the decode worker, whose stream is the answer. SGLang workers run in parallel: the
+same ``GenerateRequest`` — same request id, same ``disaggregated_params`` (the prefill
 worker's host, its bootstrap port, a random bootstrap room) — goes to both at once: the engines meet in
 the room to move the KV cache. Only the decode stream becomes the client's answer; the prefill stream is
 read to its end beside it (holding its own lease, and outliving the answer if it must) and its outcome
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import secrets
 import time
@@ -29,7 +34,7 @@ from dataplane.output import ResponseAssembler
 from dataplane.pipeline import Prepared, build_wire_request
 from dataplane.routing import Policy, RouteRequest
 from dataplane.telemetry import SELECT_WORKER, RequestTrace, stage
-from dataplane.types import Bootstrap, Event, GenerateRequest, Started, WireRequest
+from dataplane.types import Bootstrap, Complete, Event, GenerateRequest, Started, WireRequest
 from dataplane.workers import Worker, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -60,18 +65,32 @@ async def execute_pd(
         if meter is not None:
             meter.failed(exc)
         raise
-    if (runtime := _runtime(prefill, decode)) != "sglang":
+    if (runtime := _runtime(prefill, decode)) not in ("sglang", "vllm"):
         refusal = UnsupportedParameter(f"PD disaggregation is not supported yet for {runtime} workers")
         if meter is not None:
             meter.failed(refusal)
         raise refusal
     if meter is not None:
         meter.selected(decode)
-    room = secrets.randbelow(BOOTSTRAP_ROOMS)
-    bootstrap = Bootstrap(prefill.url.host, prefill.bootstrap_port or DEFAULT_BOOTSTRAP_PORT, room)
     traced = None if tracing is None else tracing.generate(decode.url.host, decode.url.port, 0)
     wire = build_wire_request(request, prepared, 0, None if traced is None else traced.metadata)
-    wire = dataclasses.replace(wire, bootstrap=bootstrap)
+    prefill_leg: asyncio.Task[None] | None = None
+    if runtime == "vllm":  # sequential: the prefill first, its KV handle then goes to the decode
+        try:
+            handle = await _vllm_prefill(registry, prefill, wire, spawn)
+        except WorkerError as exc:
+            if meter is not None:
+                meter.worker_failed(prefill, exc)
+                meter.failed(exc)
+            raise
+        wire = dataclasses.replace(wire, kv_transfer_params=handle)
+    else:  # SGLang: both at once, meeting in a bootstrap room
+        room = secrets.randbelow(BOOTSTRAP_ROOMS)
+        port = prefill.bootstrap_port or DEFAULT_BOOTSTRAP_PORT
+        wire = dataclasses.replace(wire, bootstrap=Bootstrap(prefill.url.host, port, room))
+        prefill_leg = asyncio.ensure_future(_prefill(registry, prefill, wire, spawn))
+        _prefill_legs.add(prefill_leg)
+        prefill_leg.add_done_callback(_prefill_legs.discard)
     if traced is None:
         assembler = ResponseAssembler(prepared.output, request.sampling.n)
     else:
@@ -79,9 +98,6 @@ async def execute_pd(
     started = False
     finished = False
     outcome: int | None = None
-    prefill_leg = asyncio.ensure_future(_prefill(registry, prefill, wire, spawn))
-    _prefill_legs.add(prefill_leg)
-    prefill_leg.add_done_callback(_prefill_legs.discard)
     with registry.lease(decode):
         stream = decode.client.generate(wire)
         try:
@@ -115,7 +131,8 @@ async def execute_pd(
             await stream.aclose()
             if not finished:
                 spawn(decode.client.abort(wire.request_id, "Stream dropped"))
-                prefill_leg.cancel()  # the request is over: so is its prefill
+                if prefill_leg is not None:
+                    prefill_leg.cancel()  # the request is over: so is its prefill
             if outcome is not None:
                 registry.record_outcome(decode, outcome)
             if traced is not None:
@@ -129,7 +146,7 @@ async def execute_pd(
 
 
 def _runtime(prefill: Worker, decode: Worker) -> str:
-    """The pair's engine service; vLLM's PD (sequential, NIXL/Mooncake) is another flow, not built yet."""
+    """The pair's engine service (a mixed pair names both)."""
     runtimes = {prefill.client.runtime, decode.client.runtime}
     return runtimes.pop() if len(runtimes) == 1 else " and ".join(sorted(runtimes))
 
@@ -141,6 +158,48 @@ def select_role(registry: WorkerRegistry, policy: Policy, route: RouteRequest, k
     if worker is None:
         raise NoHealthyWorker(f"no healthy {kind} worker is available for model {route.model_id!r}")
     return worker
+
+
+# vLLM's PD prefill (NixlConnector): one token, nothing streamed, the KV cache kept for a remote decode.
+_VLLM_PREFILL = json.dumps({"do_remote_decode": True, "do_remote_prefill": False}, separators=(",", ":"))
+
+
+async def _vllm_prefill(
+    registry: WorkerRegistry,
+    worker: Worker,
+    wire: WireRequest,
+    spawn: Callable[[Coroutine[Any, Any, object]], object],
+) -> str | None:
+    """Run the prefill copy of ``wire`` to its end (as SMG: ``max_tokens`` 1, ``n`` 1, stops cleared,
+    EOS ignored, not streamed) and return the KV transfer parameters its Complete carries, verbatim
+    (``None``: the engine gave none, and the decode worker recomputes the prompt)."""
+    sampling = dataclasses.replace(
+        wire.sampling, max_tokens=1, min_tokens=0, n=1, stop=(), stop_token_ids=(), ignore_eos=True
+    )
+    copy = dataclasses.replace(
+        wire, sampling=sampling, stop_token_ids=(), stream=False, kv_transfer_params=_VLLM_PREFILL
+    )
+    handle: str | None = None
+    with registry.lease(worker):
+        stream = worker.client.generate(copy)
+        outcome: int | None = None
+        try:
+            async for message in stream:
+                if isinstance(message, Complete) and message.kv_transfer_params:
+                    handle = message.kv_transfer_params
+            outcome = 200
+        except WorkerError as exc:
+            outcome = exc.status
+            raise
+        finally:
+            await stream.aclose()
+            if outcome is None:  # the client left while it ran
+                spawn(worker.client.abort(copy.request_id, "Stream dropped"))
+            else:
+                registry.record_outcome(worker, outcome)
+    if handle is None:
+        log.warning("prefill of %s on %s returned no KV transfer parameters", wire.request_id, worker.url.url)
+    return handle
 
 
 async def _prefill(

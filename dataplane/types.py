@@ -213,6 +213,7 @@ class WireRequest:
     metadata: Mapping[str, str] = field(default_factory=dict)
     constraint: Constraint | None = None
     bootstrap: Bootstrap | None = None  # PD disaggregation: sent identically to the prefill and the decode
+    kv_transfer_params: str | None = None  # vLLM PD: the connector's JSON (to the prefill, then the decode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +250,7 @@ class Complete:
     cached_tokens: int
     reasoning_tokens: int = 0
     logprobs: LogprobBlock | None = None
+    kv_transfer_params: str | None = None  # vLLM PD: where a prefill worker left the KV cache (JSON)
 
 
 WorkerMessage: TypeAlias = Chunk | Complete

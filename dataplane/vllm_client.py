@@ -134,12 +134,15 @@ def _encode(request: WireRequest) -> Any:
         params.logprobs = s.top_logprobs
     if (constraint := request.constraint) is not None:
         setattr(params, _CONSTRAINT_FIELDS[constraint.kind], constraint.value)
-    return vllm_pb.GenerateRequest(
+    message = vllm_pb.GenerateRequest(
         request_id=request.request_id,
         tokenized=vllm_pb.TokenizedInput(original_text=request.original_text, input_ids=request.input_ids),
         sampling_params=params,
         stream=request.stream,
     )
+    if request.kv_transfer_params is not None:
+        message.kv_transfer_params_json = request.kv_transfer_params
+    return message
 
 
 def _logit_bias(bias: Mapping[str, float]) -> dict[int, float]:
@@ -174,4 +177,7 @@ def _complete(complete: Any, streamed: int | None, top: int) -> Complete:
         completion_tokens=len(complete.output_ids) if streamed is None else streamed,
         cached_tokens=complete.cached_tokens,
         logprobs=_logprobs(complete, top),
+        kv_transfer_params=(
+            complete.kv_transfer_params_json if complete.HasField("kv_transfer_params_json") else None
+        ),
     )

@@ -84,8 +84,10 @@ class WorkerConfig:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.disaggregation_mode not in DISAGGREGATION_MODES:
             raise ConfigError(f"disaggregation mode must be one of {', '.join(DISAGGREGATION_MODES)}")
-        if self.disaggregation_mode != "null" and self.engine != "sglang":
-            raise ConfigError("--disaggregation-mode is SGLang's (its gRPC service or HTTP server) only")
+        if self.disaggregation_mode != "null" and self.engine == "trtllm":
+            raise ConfigError("--disaggregation-mode: SGLang's and vLLM's roles only")
+        if self.disaggregation_mode != "null" and self.engine == "vllm" and self.mode != "grpc":
+            raise ConfigError("--disaggregation-mode with --engine vllm is a gRPC service")
         if self.mode == "http" and self.engine != "sglang":
             raise ConfigError(f"engine {self.engine!r} is a gRPC service: it needs mode 'grpc'")
         if self.script not in SCRIPT_NAMES:

@@ -27,7 +27,16 @@ class VllmResponseBuilder:
     other stop token, from the request or the generation config, comes back as ``matched_token_id``.
     """
 
-    __slots__ = ("_eos", "_live", "_plan", "_prompt_top_n", "_top_n", "_vocab", "stream")
+    __slots__ = (
+        "_eos",
+        "_kv_transfer_params",
+        "_live",
+        "_plan",
+        "_prompt_top_n",
+        "_top_n",
+        "_vocab",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -39,7 +48,9 @@ class VllmResponseBuilder:
         prompt_logprobs: int | None,
         vocab_size: int,
         eos_token_id: int,
+        kv_transfer_params: str | None = None,
     ) -> None:
+        self._kv_transfer_params = kv_transfer_params  # a PD prefill worker's, for the decode worker
         self._plan = plan
         self._live = live
         self.stream = stream
@@ -78,6 +89,8 @@ class VllmResponseBuilder:
             message.output_logprobs.CopyFrom(
                 output_logprobs(pb, choice.ids, start, end, self._top_n, self._vocab)
             )
+        if self._kv_transfer_params is not None:
+            message.kv_transfer_params_json = self._kv_transfer_params
         # vLLM hands the prompt's logprobs out once, with a choice's first output.
         if self._prompt_top_n is not None and (start == 0 or not self.stream):
             message.input_logprobs.CopyFrom(self._input(self._prompt_top_n))

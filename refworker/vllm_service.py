@@ -7,8 +7,10 @@ the SGLang path's (``json_object`` is the JSON schema ``{"type": "object"}``, ``
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from typing import Any
 
 import grpc
@@ -38,6 +40,7 @@ class VllmService(CommonServicer, pb_grpc.VllmEngineServicer):  # type: ignore[m
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._last_receive = 0.0
+        self._engine_id = f"refworker-{uuid.uuid4().hex[:12]}"  # a PD prefill worker's, in its KV handles
 
     async def _generate(self, request: Any, context: Context, metadata: Any) -> None:
         engine = self._engine
@@ -47,6 +50,29 @@ class VllmService(CommonServicer, pb_grpc.VllmEngineServicer):  # type: ignore[m
         params = request.sampling_params
         if (refusal := refuse(request)) is not None:
             await context.abort(*refusal)
+        kv_out = None
+        if (role := engine.config.disaggregation_mode) != "null":
+            wanted = "do_remote_decode" if role == "prefill" else "do_remote_prefill"
+            try:
+                kv_in = json.loads(request.kv_transfer_params_json)
+            except ValueError:
+                kv_in = {}
+            if not isinstance(kv_in, dict) or kv_in.get(wanted) is not True:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a {role} worker needs kv_transfer_params_json with {wanted}: true",
+                )
+            if role == "prefill":  # what a NIXL producer hands the decode worker: where its blocks are
+                kv_out = json.dumps(
+                    {
+                        "do_remote_prefill": True,
+                        "do_remote_decode": False,
+                        "remote_engine_id": self._engine_id,
+                        "remote_request_id": rid,
+                        "remote_block_ids": [0],
+                        "remote_host": engine.config.host,
+                    }
+                )
         generation = GenerationRequest(
             request_id=rid,
             prompt_ids=list(request.tokenized.input_ids),
@@ -72,6 +98,7 @@ class VllmService(CommonServicer, pb_grpc.VllmEngineServicer):  # type: ignore[m
                 prompt_logprobs=prompt_logprobs,
                 vocab_size=vocab_size,
                 eos_token_id=eos,
+                kv_transfer_params=kv_out,
             )
 
         await self._serve(plan, builder, context)

@@ -124,11 +124,11 @@ async def test_a_client_that_leaves_aborts_both_legs(model_dir: Path) -> None:
 
 
 async def test_pairs_of_other_engines_are_refused_before_any_leg_runs(model_dir: Path) -> None:
-    """vLLM's PD is a sequential flow of its own (NIXL/Mooncake): never SGLang's bootstrap room."""
+    """TensorRT-LLM has no PD flow here: never SGLang's bootstrap room."""
     gateway, prefill, decode = await pd_gateway(model_dir, one_token, hello)
-    prefill.runtime = decode.runtime = "vllm"  # type: ignore[misc]  # as detected at registration
+    prefill.runtime = decode.runtime = "trtllm"  # type: ignore[misc]  # as detected at registration
     try:
-        with pytest.raises(UnsupportedParameter, match="not supported yet for vllm workers"):
+        with pytest.raises(UnsupportedParameter, match="not supported yet for trtllm workers"):
             await gateway.collect(chat())
     finally:
         await gateway.stop()

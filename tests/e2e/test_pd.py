@@ -234,8 +234,8 @@ def test_pd_on_the_command_line() -> None:
         (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "grpc://d:1", "--worker-urls", "grpc://w:1"],
          "cannot be combined"),
         (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "http://d:1"], "all grpc:// or all"),
-        (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "grpc://d:1", "--backend", "vllm"],
-         "for vllm workers"),
+        (["--pd-disaggregation", "--prefill", "grpc://p:1", "--decode", "grpc://d:1", "--backend", "trtllm"],
+         "for trtllm workers"),
         (["--prefill", "grpc://p:1", "--decode", "grpc://d:1"], "need --pd-disaggregation"),
         (["--pd-disaggregation", "--prefill", "grpc://p:1", "x", "--decode", "grpc://d:1"], "not a number"),
     ],
@@ -333,3 +333,49 @@ async def test_prefill_and_decode_workers_join_at_run_time(pd: Pd, model_dir: Pa
             )
     finally:
         gateway.stop()
+
+
+# ---- vLLM workers: prefill first, its KV handle then to the decode (NixlConnector) ----------------------
+
+
+@pytest.fixture(scope="module")
+async def vllm_pd(model_dir: Path) -> AsyncIterator[Pd]:
+    async with (
+        RefWorkerProcs(1, "--engine", "vllm", "--disaggregation-mode", "prefill") as [prefill],
+        RefWorkerProcs(1, "--engine", "vllm", "--disaggregation-mode", "decode") as [decode],
+    ):
+        gateway = GatewayServer(pd_config(prefill, decode, model_dir)).start()
+        try:
+            await asyncio.to_thread(gateway.wait_ready, 2)
+            yield Pd(gateway, prefill, decode)
+        finally:
+            gateway.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_vllm_workers_prefill_first_then_decode_with_its_handle(
+    vllm_pd: Pd, shared: Deployment, stream: bool
+) -> None:
+    rid = new_rid("vllm-pd")
+    async with api_client(shared) as whole, api_client(vllm_pd.gateway) as split:  # type: ignore[arg-type]
+        if stream:
+            expected = streamed_text(await chat_stream(whole, "Say hello", n=2))
+            got = streamed_text(
+                await chat_stream(split, "Say hello", n=2, extra_headers={"x-request-id": rid})
+            )
+        else:
+            expected = answer(await chat(whole, "Say hello", n=2))
+            got = answer(await chat(split, "Say hello", n=2, extra_headers={"x-request-id": rid}))
+    assert got == expected and got
+    prefilled, decoded = both_legs(vllm_pd, rid)
+    assert prefilled["request_id"] == decoded["request_id"]
+    params = prefilled["sampling_params"]
+    assert (params["max_tokens"], params.get("n", 1), params["ignore_eos"]) == (1, 1, True)
+    assert not prefilled.get("stream", False) and decoded.get("stream", False) == stream
+    assert json.loads(prefilled["kv_transfer_params_json"]) == {
+        "do_remote_decode": True,
+        "do_remote_prefill": False,
+    }
+    handle = json.loads(decoded["kv_transfer_params_json"])  # the prefill worker's own, verbatim
+    assert handle["do_remote_prefill"] is True and handle["remote_request_id"] == decoded["request_id"]
+    assert handle["remote_engine_id"].startswith("refworker-") and handle["remote_host"] == vllm_pd.prefill[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -409,3 +410,18 @@ async def test_process_serves_vllm() -> None:
             messages = await collect(stub, make_request([1, 2, 3], rid="proc-1", max_tokens=10, stream=False))
             info = await stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
         assert len(messages[0].complete.output_ids) == 4 and info.server_type == "vllm-grpc"
+
+
+async def test_pd_roles_need_their_kv_transfer_params_and_the_prefill_hands_out_its_own(
+    start_vllm: StartVllm,
+) -> None:
+    _, decode = await start_vllm(disaggregation_mode="decode")
+    error = await refused(decode, make_request(PROMPT))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "do_remote_prefill" in (error.details() or "")
+    _, prefill = await start_vllm(disaggregation_mode="prefill")
+    request = make_request(PROMPT, stream=False, max_tokens=1)
+    request.kv_transfer_params_json = '{"do_remote_decode":true,"do_remote_prefill":false}'
+    [done] = completes(await collect(prefill, request)).values()
+    handle = json.loads(done.kv_transfer_params_json)
+    assert handle["do_remote_prefill"] is True and handle["remote_request_id"] == "req-1"
+    assert (await refused(prefill, make_request(PROMPT))).code() == grpc.StatusCode.INVALID_ARGUMENT
