@@ -119,7 +119,8 @@ def launch_parser() -> argparse.ArgumentParser:
 def parse_launch(args: Sequence[str]) -> GatewayConfig:
     """The gateway configuration of ``smg launch ARGS``; raises on anything unsupported or invalid."""
     fields = config_fields(launch_parser().parse_args(args), "", SUPPORTED_FLAGS)
-    check_policy(fields.get("policy"))
+    for name in ("policy", "prefill_policy", "decode_policy"):
+        check_policy(fields.get(name))
     return gateway_config(fields)
 
 

@@ -39,7 +39,7 @@ UNSUPPORTED_FLAGS: tuple[str, ...] = (
     "health-check-port", "shutdown-grace-period-secs", "cors-allowed-origins", "enable-igw",
     "model-alias", "runtime-worker-threads",
     # routing
-    "prefill-policy", "decode-policy", "encode-policy", "dp-aware", "dp-minimum-tokens-scheduler",
+    "encode-policy", "dp-aware", "dp-minimum-tokens-scheduler",
     "engine-metrics", "bucket-adjust-interval-secs",
     # PD / EPD disaggregation
     "epd-disaggregation", "encode",
@@ -135,6 +135,10 @@ SUPPORTED_FLAGS: tuple[RouterFlag, ...] = (
     ),
     RouterFlag("decode", "decode", {"nargs": "+", "action": "extend", "metavar": "URL"},
                "decode worker URL(s)", launch_only=True),
+    RouterFlag("prefill-policy", "prefill_policy", {"choices": SMG_POLICIES, "metavar": "POLICY"},
+               "policy picking the prefill worker (default: --policy)", launch_only=True),
+    RouterFlag("decode-policy", "decode_policy", {"choices": SMG_POLICIES, "metavar": "POLICY"},
+               "policy picking the decode worker (default: --policy)", launch_only=True),
     RouterFlag(
         "backend", "runtime", {"type": runtime, "choices": RUNTIMES, "metavar": "RUNTIME"},
         "engine service of the gRPC workers: auto (asked at registration), sglang, vllm or trtllm",

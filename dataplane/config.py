@@ -186,6 +186,8 @@ class GatewayConfig:
     pd_disaggregation: bool = False
     prefill: tuple[tuple[WorkerUrl, int | None], ...] = ()
     decode: tuple[WorkerUrl, ...] = ()
+    prefill_policy: PolicyName | None = None  # None: --policy picks the prefill worker too
+    decode_policy: PolicyName | None = None
     host: str = "0.0.0.0"
     port: int = 30000
     model_path: str | None = None
@@ -251,6 +253,7 @@ class GatewayConfig:
             raise ConfigError("at least one worker url is required (--worker-urls)")
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
+        self._check_role_policies()
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} out of range")
         if not self.health_check_endpoint.startswith("/"):
@@ -297,6 +300,16 @@ class GatewayConfig:
             raise ConfigError("retry_backoff_multiplier must be at least 1")
         if not 0 <= self.retry_jitter_factor <= 1:
             raise ConfigError("retry_jitter_factor must be between 0 and 1")
+
+    def _check_role_policies(self) -> None:
+        roles = (("--prefill-policy", self.prefill_policy), ("--decode-policy", self.decode_policy))
+        for flag, name in roles:
+            if name is None:
+                continue
+            if not self.pd_disaggregation:
+                raise ConfigError(f"{flag} needs --pd-disaggregation")
+            if name not in POLICIES:
+                raise ConfigError(f"unknown policy {name!r} for {flag}; known: {', '.join(POLICIES)}")
 
     def _check_pd(self) -> None:
         if not self.prefill or not self.decode:

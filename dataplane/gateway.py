@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Collection, Coroutine, Mapping
@@ -16,7 +17,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 from dataplane import tokenizer_fetch
 from dataplane.circuit import BreakerConfig, CircuitBreaker
 from dataplane.client import ShipsTokenizer, WorkerClient
-from dataplane.config import GatewayConfig, WorkerSpec, WorkerType
+from dataplane.config import GatewayConfig, PolicyName, WorkerSpec, WorkerType
 from dataplane.engine_clients import DetectingClient, engine_client
 from dataplane.errors import ConfigError, GatewayError, InternalError, InvalidRequest, ModelNotFound
 from dataplane.health import HealthPolicy, monitor_health
@@ -97,6 +98,11 @@ class Gateway:
         self.tracer: Tracer | None = tracer(tracer_provider) if config.tracing.enabled else None
         self.registry = WorkerRegistry()
         self.policy = build_policy(config)
+        # PD: the policy that picks each role's worker (--prefill-policy/--decode-policy, else --policy).
+        self.role_policies: dict[WorkerType, Policy] = {
+            "prefill": self._role_policy(config.prefill_policy),
+            "decode": self._role_policy(config.decode_policy),
+        }
         self.retry = RetryPolicy(
             max_attempts=1 if config.disable_retries else config.retry_max_retries,
             initial_backoff_ms=config.retry_initial_backoff_ms,
@@ -335,8 +341,13 @@ class Gateway:
     # --- the data path ---------------------------------------------------------------------------------
 
     def select_role(self, route: RouteRequest, kind: WorkerType) -> Worker:
-        """A routable prefill or decode worker for the model (PD), by the configured policy."""
-        return select_role(self.registry, self.policy, route, kind)
+        """A routable prefill or decode worker for the model (PD), by that role's policy."""
+        return select_role(self.registry, self.role_policies[kind], route, kind)
+
+    def _role_policy(self, name: PolicyName | None) -> Policy:
+        if name is None:
+            return self.policy
+        return build_policy(dataclasses.replace(self.config, policy=name, routing_key_override=False))
 
     def select(self, route: RouteRequest, exclude: Collection[Worker] = ()) -> Worker:
         """A routable worker for the model by the configured policy, avoiding ``exclude`` while another
@@ -391,7 +402,7 @@ class Gateway:
     ) -> AsyncGenerator[Event, None]:
         if self.config.pd_disaggregation:
             return execute_pd(
-                request, prepared, self.registry, self.policy, model_id, self.spawn, tracing, meter
+                request, prepared, self.registry, self.role_policies, model_id, self.spawn, tracing, meter
             )
         return execute(
             request, prepared, self.registry, self.policy, self.retry, model_id, self.spawn, tracing, meter

@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from typing import Any
 
 from dataplane.config import DEFAULT_BOOTSTRAP_PORT, WorkerType
@@ -47,7 +47,7 @@ async def execute_pd(
     request: GenerateRequest,
     prepared: Prepared,
     registry: WorkerRegistry,
-    policy: Policy,
+    policies: Mapping[WorkerType, Policy],
     model_id: str,
     spawn: Callable[[Coroutine[Any, Any, object]], object],
     tracing: RequestTrace | None = None,
@@ -59,8 +59,8 @@ async def execute_pd(
     )
     try:
         with stage(tracing, SELECT_WORKER):
-            prefill = select_role(registry, policy, route, "prefill")
-            decode = select_role(registry, policy, route, "decode")
+            prefill = select_role(registry, policies["prefill"], route, "prefill")
+            decode = select_role(registry, policies["decode"], route, "decode")
     except NoHealthyWorker as exc:
         if meter is not None:
             meter.failed(exc)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dataplane.config import GatewayConfig, WorkerUrl
-from dataplane.errors import UnsupportedParameter, WorkerError
+from dataplane.errors import ConfigError, UnsupportedParameter, WorkerError
 from dataplane.gateway import Gateway
 from dataplane.types import Chunk, TextDelta, WireRequest, WorkerMessage
 from tests.dataplane.gateways import EOS, Fleet, chat, hello, info, until, url
@@ -133,3 +133,35 @@ async def test_pairs_of_other_engines_are_refused_before_any_leg_runs(model_dir:
     finally:
         await gateway.stop()
     assert prefill.requests == decode.requests == []
+
+
+async def test_each_role_has_its_own_policy(model_dir: Path) -> None:
+    fleet = Fleet()
+    prefills = [fleet.add(i, one_token, info(model_dir)) for i in (0, 1)]
+    decode = fleet.add(2, hello, info(model_dir))
+    config = GatewayConfig(
+        worker_urls=(),
+        pd_disaggregation=True,
+        prefill=((WorkerUrl.parse(url(0)), None), (WorkerUrl.parse(url(1)), None)),
+        decode=(WorkerUrl.parse(url(2)),),
+        policy="cache_aware",
+        prefill_policy="round_robin",
+        disable_health_check=True,
+    )
+    gateway = Gateway(config, client_factory=fleet)
+    await gateway.start()
+    try:
+        await until(lambda: gateway.registry.ready_count() == 3, timeout=10)
+        for i in range(4):
+            await gateway.collect(chat(request_id=f"rr-{i}"))
+        await until(lambda: sum(len(p.requests) for p in prefills) == 4)
+    finally:
+        await gateway.stop()
+    assert [len(p.requests) for p in prefills] == [2, 2]  # round robin, whatever cache_aware would do
+    assert len(decode.requests) == 4
+    assert type(gateway.role_policies["decode"]) is type(gateway.policy)
+
+
+def test_role_policies_need_pd(model_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="--decode-policy needs --pd-disaggregation"):
+        GatewayConfig(worker_urls=(WorkerUrl.parse(url(0)),), decode_policy="random")

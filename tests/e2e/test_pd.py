@@ -213,9 +213,11 @@ def test_pd_on_the_command_line() -> None:
 
     config = cli.parse_launch(
         ["--pd-disaggregation", "--prefill", "grpc://p1:50051", "8998", "--prefill", "grpc://p2:50051",
-         "--decode", "grpc://d1:50052", "--decode", "grpc://d2:50052", "--model-path", "/m"]
+         "--decode", "grpc://d1:50052", "--decode", "grpc://d2:50052", "--model-path", "/m",
+         "--prefill-policy", "round_robin", "--decode-policy", "power_of_two"]
     )  # fmt: skip
     assert config.pd_disaggregation and not config.worker_urls
+    assert (config.prefill_policy, config.decode_policy) == ("round_robin", "power_of_two")
     assert [(u.url, port) for u, port in config.prefill] == [
         ("grpc://p1:50051", 8998),
         ("grpc://p2:50051", None),
