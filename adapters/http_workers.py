@@ -322,9 +322,7 @@ async def _forward_pd(
     room = {"bootstrap_host": prefill.url.host, "bootstrap_port": prefill.bootstrap_port}
     raw = orjson.dumps(body | room | {"bootstrap_room": secrets.randbits(63)})
     headers = {h: v for h in FORWARDED if (v := request.headers.get(h))} | ctx.headers
-    prefill_leg = asyncio.ensure_future(_prefill_leg(prefill, request.path, raw, headers, gateway))
-    _prefill_legs.add(prefill_leg)
-    prefill_leg.add_done_callback(_prefill_legs.discard)
+    prefill_leg = gateway.spawn(_prefill_leg(prefill, request.path, raw, headers, gateway))
     with gateway.registry.lease(decode):
         try:
             upstream, failure = await _send(decode, request.path, raw, headers, gateway)
@@ -339,9 +337,6 @@ async def _forward_pd(
         except BaseException:
             prefill_leg.cancel()  # the request is over: so is its prefill
             raise
-
-
-_prefill_legs: set[asyncio.Task[None]] = set()  # prefill requests still running after their answer
 
 
 async def _prefill_leg(

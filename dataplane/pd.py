@@ -40,7 +40,8 @@ from dataplane.workers import Worker, WorkerRegistry
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_ROOMS = 2**31 - 1  # SGLang's room is an int32
-_prefill_legs: set[asyncio.Task[None]] = set()  # legs still running after their request's answer
+# The gateway's ``spawn``: a task it keeps (and cancels when it stops).
+Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 
 async def execute_pd(
@@ -49,7 +50,7 @@ async def execute_pd(
     registry: WorkerRegistry,
     policies: Mapping[WorkerType, Policy],
     model_id: str,
-    spawn: Callable[[Coroutine[Any, Any, object]], object],
+    spawn: Spawn,
     tracing: RequestTrace | None = None,
     meter: RequestMeter | None = None,
 ) -> AsyncGenerator[Event, None]:
@@ -74,7 +75,7 @@ async def execute_pd(
         meter.selected(decode)
     traced = None if tracing is None else tracing.generate(decode.url.host, decode.url.port, 0)
     wire = build_wire_request(request, prepared, 0, None if traced is None else traced.metadata)
-    prefill_leg: asyncio.Task[None] | None = None
+    prefill_leg: asyncio.Task[Any] | None = None
     if runtime == "vllm":  # sequential: the prefill first, its KV handle then goes to the decode
         try:
             handle = await _vllm_prefill(registry, prefill, wire, spawn)
@@ -88,9 +89,7 @@ async def execute_pd(
         room = secrets.randbelow(BOOTSTRAP_ROOMS)
         port = prefill.bootstrap_port or DEFAULT_BOOTSTRAP_PORT
         wire = dataclasses.replace(wire, bootstrap=Bootstrap(prefill.url.host, port, room))
-        prefill_leg = asyncio.ensure_future(_prefill(registry, prefill, wire, spawn))
-        _prefill_legs.add(prefill_leg)
-        prefill_leg.add_done_callback(_prefill_legs.discard)
+        prefill_leg = spawn(_prefill(registry, prefill, wire, spawn))  # may outlive the answer
     if traced is None:
         assembler = ResponseAssembler(prepared.output, request.sampling.n)
     else:
@@ -168,7 +167,7 @@ async def _vllm_prefill(
     registry: WorkerRegistry,
     worker: Worker,
     wire: WireRequest,
-    spawn: Callable[[Coroutine[Any, Any, object]], object],
+    spawn: Spawn,
 ) -> str | None:
     """Run the prefill copy of ``wire`` to its end (as SMG: ``max_tokens`` 1, ``n`` 1, stops cleared,
     EOS ignored, not streamed) and return the KV transfer parameters its Complete carries, verbatim
@@ -206,7 +205,7 @@ async def _prefill(
     registry: WorkerRegistry,
     worker: Worker,
     wire: WireRequest,
-    spawn: Callable[[Coroutine[Any, Any, object]], object],
+    spawn: Spawn,
 ) -> None:
     """Read the prefill leg to its end under its own lease; its outcome goes to its breaker."""
     with registry.lease(worker):

@@ -181,6 +181,27 @@ def api_client(d: Deployment, **options: Any) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{d.url}/v1", api_key="none", max_retries=0, **options)
 
 
+def answer(reply: Any) -> dict[str, Any]:
+    """What a client reads of a chat completion, without its ids and timestamps."""
+    data: dict[str, Any] = reply.model_dump()
+    for key in ("id", "created", "system_fingerprint"):
+        data.pop(key, None)
+    return data
+
+
+async def drop_after_first_text(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], rid: str
+) -> None:
+    """Stream ``body`` to ``url`` as request ``rid``, read until the first generated text, then hang up."""
+    reply = await http.post(url, json=body, headers={"x-request-id": rid})
+    try:
+        assert reply.status == 200
+        while b'"content":"' not in (line := await reply.content.readline()) or b'"content":""' in line:
+            assert line, "stream ended before any text"
+    finally:
+        reply.close()
+
+
 def new_rid(prefix: str = "e2e") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 

@@ -19,11 +19,13 @@ from tests.e2e.conftest import (
     MODEL,
     Deployment,
     GatewayServer,
+    answer,
     api_client,
     chat,
     chat_stream,
     deployment,
     dispatched_as,
+    drop_after_first_text,
     eventually,
     find_request,
     gateway_config,
@@ -45,14 +47,6 @@ def engine(request: pytest.FixtureRequest, model_dir: Path) -> Iterator[tuple[st
     """Two reference workers serving the engine's service behind a round-robin gateway not told which."""
     with deployment(2, model_dir, *ENGINE_ARGS[request.param], disable_circuit_breaker=True) as d:
         yield request.param, d
-
-
-def answer(reply: Any) -> dict[str, Any]:
-    """What a client reads of a chat completion, without its ids and timestamps."""
-    data = reply.model_dump()
-    for key in ("id", "created", "system_fingerprint"):
-        data.pop(key, None)
-    return data
 
 
 CASES: list[dict[str, Any]] = [
@@ -127,13 +121,7 @@ async def test_a_dropped_stream_aborts_the_worker_request(engine: tuple[str, Dep
         "messages": [{"role": "user", "content": "[ref stall=1] keep talking"}],
     }
     async with aiohttp.ClientSession() as http:
-        reply = await http.post(f"{d.url}/v1/chat/completions", json=body, headers={"x-request-id": rid})
-        try:
-            assert reply.status == 200
-            while b'"content":"' not in (line := await reply.content.readline()) or b'"content":""' in line:
-                assert line, "stream ended before any text"
-        finally:
-            reply.close()
+        await drop_after_first_text(http, f"{d.url}/v1/chat/completions", body, rid)
 
         def aborted() -> bool:
             return any(

@@ -25,10 +25,12 @@ from tests.e2e.conftest import (
     MODEL,
     Deployment,
     GatewayServer,
+    answer,
     api_client,
     chat,
     chat_stream,
     dispatched_as,
+    drop_after_first_text,
     eventually,
     get_json,
     new_rid,
@@ -91,13 +93,6 @@ async def pd(model_dir: Path) -> AsyncIterator[Pd]:
             gateway.stop()
 
 
-def answer(reply: Any) -> dict[str, Any]:
-    data = reply.model_dump()
-    for key in ("id", "created", "system_fingerprint"):
-        data.pop(key, None)
-    return data
-
-
 def both_legs(pd: Pd, rid: str, timeout: float = 5.0) -> tuple[dict[str, Any], dict[str, Any]]:
     """What each worker received for ``rid`` (the prefill leg may still be arriving after the answer)."""
     deadline = time.monotonic() + timeout
@@ -148,13 +143,7 @@ async def test_a_client_that_leaves_aborts_the_decode_leg(pd: Pd) -> None:
     rid = new_rid("pd-drop")
     body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "[ref stall=1] wait"}]}
     async with aiohttp.ClientSession() as http:
-        reply = await http.post(f"{pd.url}/v1/chat/completions", json=body, headers={"x-request-id": rid})
-        try:
-            assert reply.status == 200
-            while b'"content":"' not in (line := await reply.content.readline()) or b'"content":""' in line:
-                assert line, "stream ended before any text"
-        finally:
-            reply.close()
+        await drop_after_first_text(http, f"{pd.url}/v1/chat/completions", body, rid)
 
         def aborted() -> bool:
             return any(dispatched_as(a["request_id"], rid) for a in read_record(*pd.decode)["aborted"])
