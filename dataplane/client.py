@@ -22,13 +22,13 @@ from typing import Any, Protocol, runtime_checkable
 # grpcio-health-checking's message classes, not grpclib's copy: both register grpc.health.v1 in
 # protobuf's global pool, and a process that also hosts a grpcio server (tests, refworker) must see one.
 from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
-from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from smg_grpc_proto.generated import common_pb2 as common_pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as sglang_pb
 
+from dataplane.channel import WorkerChannel
 from dataplane.errors import UnsupportedParameter, WorkerError
 from dataplane.tokenizer_fetch import MAX_BUNDLE_BYTES, BundleError, TokenizerBundle
 from dataplane.types import (
@@ -146,7 +146,7 @@ class GrpcWorker:
 
     def __init__(self, host: str, port: int, api_key: str | None) -> None:
         self.address = f"grpc://{host}:{port}"
-        self._channel = Channel(host, port, config=CHANNEL_CONFIG)
+        self._channel = WorkerChannel(host, port, config=CHANNEL_CONFIG)
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else None
 
     def _metadata(self, request: WireRequest) -> dict[str, str] | None:
@@ -486,7 +486,7 @@ def kv_event_batch(batch: Any) -> KvEventBatch:
 
 async def grpc_health_serving(host: str, port: int, timeout: float = 2.0) -> bool:
     """True when ``grpc.health.v1.Health/Check`` answers SERVING, or the server is up without that service."""
-    channel = Channel(host, port)
+    channel = WorkerChannel(host, port)
     try:
         async with channel.request(
             _HEALTH_CHECK, Cardinality.UNARY_UNARY, HealthCheckRequest, HealthCheckResponse, timeout=timeout
