@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 # grpcio-health-checking's message classes, not grpclib's copy: both register grpc.health.v1 in
@@ -65,6 +65,7 @@ GRPC_TO_HTTP: Mapping[Status, int] = {
     Status.UNIMPLEMENTED: 501,
 }
 _GENERATE = "/sglang.grpc.scheduler.SglangScheduler/Generate"
+_GENERATE_TYPES = (sglang_pb.GenerateRequest, sglang_pb.GenerateResponse)
 # As SMG configures its worker channels: large flow-control windows (few WINDOW_UPDATE frames on long
 # streams) and HTTP/2 keepalive pings so a dead worker connection is noticed while idle.
 CHANNEL_CONFIG = Configuration(
@@ -138,8 +139,7 @@ class ShipsTokenizer(Protocol):
 class GrpcWorker:
     """What every engine's gRPC client shares: the channel, the API key, the common (``smg.grpc.common``)
     streams ``GetTokenizer`` and ``SubscribeKvEvents``, and the control RPCs whose shape the engines agree
-    on. Each engine keeps its own ``Generate`` loop: it is the per-token hot path, and a shared generator
-    would put one more layer between the socket and the detokenizer for every message."""
+    on, and the ``Generate`` loop: each engine only converts its replies (``_generate``)."""
 
     _KV_EVENTS_PATH: str  # each engine's service path of SubscribeKvEvents
     _stub: Any  # the engine's generated stub (betterproto2 on grpclib)
@@ -154,6 +154,46 @@ class GrpcWorker:
         if self._auth:
             metadata = (metadata or {}) | self._auth
         return metadata
+
+    async def _generate(
+        self,
+        path: str,
+        types: tuple[type[Any], type[Any]],
+        message: Any,
+        request: WireRequest,
+        convert: Callable[[Any], WorkerMessage | None],
+    ) -> AsyncGenerator[WorkerMessage, None]:
+        """Stream ``Generate`` at ``path`` (request and reply ``types``), each reply made engine-neutral by
+        ``convert`` (``None``: nothing for the pipeline). Chunks already received together leave as one
+        per choice (``received_ahead``). Leaving the iteration early cancels the gRPC stream."""
+        held: list[Chunk] = []
+        try:
+            async with self._channel.request(
+                path, Cardinality.UNARY_STREAM, *types, metadata=self._metadata(request)
+            ) as stream:
+                await stream.send_message(message, end=True)
+                buffered = received_ahead(stream)
+                while (reply := await stream.recv_message()) is not None:
+                    event = convert(reply)
+                    if isinstance(event, Complete):  # the end of a choice: its chunks go first
+                        for chunk in joined(held):
+                            yield chunk
+                        held = []
+                        yield event
+                        continue
+                    if event is not None:
+                        held.append(event)
+                    if not buffered():
+                        for chunk in joined(held):
+                            yield chunk
+                        held = []
+                for chunk in joined(held):
+                    yield chunk
+                held = []  # the stream's status is read on the way out, and may still be a failure
+        except (GRPCError, StreamTerminatedError, OSError) as exc:
+            for chunk in joined(held):  # what came before the failure still counts
+                yield chunk
+            raise worker_error(exc, self.address) from exc
 
     async def kv_events(self, start_sequence_number: int) -> AsyncGenerator[KvEventBatch, None]:
         request = common_pb.SubscribeKvEventsRequest(
@@ -258,26 +298,8 @@ class SglangClient(GrpcWorker):
         super().__init__(host, port, api_key)
         self._stub = sglang.SglangSchedulerStub(self._channel)
 
-    async def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
-        """Stream the worker's answer. Leaving the iteration early cancels the gRPC stream."""
-        message = _encode(request)
-        try:
-            async with self._channel.request(
-                _GENERATE,
-                Cardinality.UNARY_STREAM,
-                sglang_pb.GenerateRequest,
-                sglang_pb.GenerateResponse,
-                metadata=self._metadata(request),
-            ) as stream:
-                await stream.send_message(message, end=True)
-                while (reply := await stream.recv_message()) is not None:
-                    kind = reply.WhichOneof("response")
-                    if kind == "chunk":
-                        yield _chunk(reply.chunk)
-                    elif kind == "complete":
-                        yield _complete(reply.complete)
-        except (GRPCError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
+    def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
+        return self._generate(_GENERATE, _GENERATE_TYPES, _encode(request), request, _worker_message)
 
     async def flush_cache(self, timeout: float) -> None:
         await self._flush_cache(timeout)
@@ -378,6 +400,68 @@ def _chunk(chunk: Any) -> Chunk:
         cached_tokens=chunk.cached_tokens,
         logprobs=logprob_block(chunk.output_logprobs) if chunk.HasField("output_logprobs") else None,
     )
+
+
+def joined(chunks: list[Chunk]) -> list[Chunk]:
+    """Chunks received together (``received_ahead``), as one per choice: token ids and log-probabilities
+    are deltas (joined), the counts running totals (the last one's stand)."""
+    if len(chunks) < 2:
+        return chunks
+    by_index: dict[int, list[Chunk]] = {}
+    for chunk in chunks:
+        by_index.setdefault(chunk.index, []).append(chunk)
+    return [_joined(same) if len(same) > 1 else same[0] for same in by_index.values()]
+
+
+def _joined(chunks: list[Chunk]) -> Chunk:
+    last = chunks[-1]
+    return Chunk(
+        index=last.index,
+        token_ids=[t for c in chunks for t in c.token_ids],
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        cached_tokens=last.cached_tokens,
+        logprobs=_joined_logprobs([c.logprobs for c in chunks]),
+    )
+
+
+def _joined_logprobs(blocks: Sequence[LogprobBlock | None]) -> LogprobBlock | None:
+    """Consecutive log-probability blocks of one choice as one."""
+    present = [b for b in blocks if b is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return LogprobBlock(
+        token_ids=[t for b in present for t in b.token_ids],
+        logprobs=[v for b in present for v in b.logprobs],
+        top=[t for b in present for t in b.top],
+    )
+
+
+def received_ahead(stream: Any) -> Callable[[], bool]:
+    """Whether more of ``stream`` (a grpclib client stream) has arrived than has been read: the next
+    message, or the stream's end, can be read without waiting.
+
+    Under load a worker's messages queue up in the gateway faster than they are handled; handing those
+    that came together to the pipeline as one message makes the per-message work downstream
+    (detokenizing, assembling, formatting, writing) per batch instead — so the busier the gateway, the
+    less it spends per token — while a message that arrives alone still leaves at once. grpclib has no
+    public view of its receive buffer; if its shape changes, this answers False (no batching)."""
+    buffer = getattr(getattr(stream, "_stream", None), "buffer", None)
+    unread = getattr(buffer, "_unacked", None)
+    if buffer is None or not isinstance(unread, asyncio.Queue) or not hasattr(buffer, "_acked_size"):
+        return lambda: False
+    return lambda: buffer._acked_size > 0 or not unread.empty()
+
+
+def _worker_message(reply: Any) -> WorkerMessage | None:
+    kind = reply.WhichOneof("response")
+    if kind == "chunk":
+        return _chunk(reply.chunk)
+    if kind == "complete":
+        return _complete(reply.complete)
+    return None
 
 
 def _complete(complete: Any) -> Complete:

@@ -19,11 +19,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from smg_grpc_proto.generated import trtllm_service_pb2 as trt_pb
 
-from dataplane.client import GrpcWorker, worker_error
+from dataplane.client import GrpcWorker
 from dataplane.errors import UnsupportedParameter
 from dataplane.types import (
     Chunk,
@@ -37,6 +36,7 @@ from dataplane.types import (
 from proto._gen import trtllm
 
 _GENERATE = "/trtllm.TrtllmService/Generate"
+_GENERATE_TYPES = (trt_pb.GenerateRequest, trt_pb.GenerateResponse)
 DEFAULT_MAX_TOKENS = 2048  # the wire requires one; SMG's default for a request without
 _GUIDE_TYPES = {
     "json_schema": trt_pb.GuidedDecodingParams.GUIDE_TYPE_JSON_SCHEMA,
@@ -57,35 +57,26 @@ class TrtllmClient(GrpcWorker):
         super().__init__(host, port, api_key)
         self._stub = trtllm.TrtllmServiceStub(self._channel)
 
-    async def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
-        """Stream the worker's answer. Leaving the iteration early cancels the gRPC stream."""
-        message = _encode(request)
+    def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
         top = request.sampling.top_logprobs
-        try:
-            async with self._channel.request(
-                _GENERATE,
-                Cardinality.UNARY_STREAM,
-                trt_pb.GenerateRequest,
-                trt_pb.GenerateResponse,
-                metadata=self._metadata(request),
-            ) as stream:
-                await stream.send_message(message, end=True)
-                while (reply := await stream.recv_message()) is not None:
-                    kind = reply.WhichOneof("response")
-                    if kind == "chunk":
-                        chunk = reply.chunk
-                        yield Chunk(
-                            index=chunk.sequence_index,
-                            token_ids=list(chunk.token_ids),
-                            prompt_tokens=chunk.prompt_tokens,
-                            completion_tokens=chunk.completion_tokens,
-                            cached_tokens=chunk.cached_tokens,
-                            logprobs=_logprobs(chunk.logprobs, top),
-                        )
-                    elif kind == "complete":
-                        yield _complete(reply.complete, top)
-        except (GRPCError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
+
+        def convert(reply: Any) -> WorkerMessage | None:
+            kind = reply.WhichOneof("response")
+            if kind == "chunk":
+                chunk = reply.chunk
+                return Chunk(
+                    index=chunk.sequence_index,
+                    token_ids=list(chunk.token_ids),
+                    prompt_tokens=chunk.prompt_tokens,
+                    completion_tokens=chunk.completion_tokens,
+                    cached_tokens=chunk.cached_tokens,
+                    logprobs=_logprobs(chunk.logprobs, top),
+                )
+            if kind == "complete":
+                return _complete(reply.complete, top)
+            return None
+
+        return self._generate(_GENERATE, _GENERATE_TYPES, _encode(request), request, convert)
 
     async def abort(self, request_id: str, reason: str) -> bool:
         try:

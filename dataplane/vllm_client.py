@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from smg_grpc_proto.generated import vllm_engine_pb2 as vllm_pb
 
-from dataplane.client import GrpcWorker, logprob_block, summed_loads, worker_error
+from dataplane.client import GrpcWorker, logprob_block, summed_loads
 from dataplane.errors import InvalidRequest
 from dataplane.types import (
     Chunk,
@@ -34,6 +33,7 @@ from dataplane.types import (
 from proto._gen.vllm.grpc import engine as vllm
 
 _GENERATE = "/vllm.grpc.engine.VllmEngine/Generate"
+_GENERATE_TYPES = (vllm_pb.GenerateRequest, vllm_pb.GenerateResponse)
 _INT32 = (-(2**31), 2**31 - 1)
 # SamplingParams' `constraint` oneof, by constraint kind.
 _CONSTRAINT_FIELDS = {
@@ -55,38 +55,29 @@ class VllmClient(GrpcWorker):
         super().__init__(host, port, api_key)
         self._stub = vllm.VllmEngineStub(self._channel)
 
-    async def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
-        """Stream the worker's answer. Leaving the iteration early cancels the gRPC stream."""
-        message = _encode(request)
+    def generate(self, request: WireRequest) -> AsyncGenerator[WorkerMessage, None]:
         top = request.sampling.top_logprobs
         totals: dict[int, int] = {}  # tokens streamed so far, per choice index
-        try:
-            async with self._channel.request(
-                _GENERATE,
-                Cardinality.UNARY_STREAM,
-                vllm_pb.GenerateRequest,
-                vllm_pb.GenerateResponse,
-                metadata=self._metadata(request),
-            ) as stream:
-                await stream.send_message(message, end=True)
-                while (reply := await stream.recv_message()) is not None:
-                    kind = reply.WhichOneof("response")
-                    if kind == "chunk":
-                        chunk = reply.chunk
-                        index = chunk.index
-                        total = totals[index] = totals.get(index, 0) + len(chunk.token_ids)
-                        yield Chunk(
-                            index=index,
-                            token_ids=list(chunk.token_ids),
-                            prompt_tokens=chunk.prompt_tokens,
-                            completion_tokens=total,
-                            cached_tokens=chunk.cached_tokens,
-                            logprobs=_logprobs(chunk, top),
-                        )
-                    elif kind == "complete":
-                        yield _complete(reply.complete, totals.get(reply.complete.index), top)
-        except (GRPCError, StreamTerminatedError, OSError) as exc:
-            raise worker_error(exc, self.address) from exc
+
+        def convert(reply: Any) -> WorkerMessage | None:
+            kind = reply.WhichOneof("response")
+            if kind == "chunk":
+                chunk = reply.chunk
+                index = chunk.index
+                total = totals[index] = totals.get(index, 0) + len(chunk.token_ids)
+                return Chunk(
+                    index=index,
+                    token_ids=list(chunk.token_ids),
+                    prompt_tokens=chunk.prompt_tokens,
+                    completion_tokens=total,
+                    cached_tokens=chunk.cached_tokens,
+                    logprobs=_logprobs(chunk, top),
+                )
+            if kind == "complete":
+                return _complete(reply.complete, totals.get(reply.complete.index), top)
+            return None
+
+        return self._generate(_GENERATE, _GENERATE_TYPES, _encode(request), request, convert)
 
     async def flush_cache(self, timeout: float) -> None:
         await self._flush_cache(timeout)

@@ -20,7 +20,12 @@ FORBIDDEN = {
     "refworker": {"dataplane", "adapters", "parsers"},
     "proto": {"dataplane", "adapters", "parsers", "refworker"},
 }
-ALLOWED_GRPC = {"dataplane/channel.py", "dataplane/client.py", "dataplane/vllm_client.py", "dataplane/trtllm_client.py"}
+ALLOWED_GRPC = {
+    "dataplane/channel.py",
+    "dataplane/client.py",
+    "dataplane/vllm_client.py",
+    "dataplane/trtllm_client.py",
+}
 # Database clients: each in the one history backend built on it.
 DB_CLIENTS = {"asyncpg": "dataplane/history/postgres.py", "redis": "dataplane/history/redis.py"}
 

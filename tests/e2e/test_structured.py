@@ -83,7 +83,8 @@ async def test_named_function(client: openai.AsyncOpenAI, shared: Deployment, st
         "extra_headers": {"x-request-id": rid},
     }
     if stream:
-        chunks = await chat_stream(client, "[ref chunk=1] weather?", **kwargs)
+        # Paced tokens: messages that arrive together reach the client as one chunk.
+        chunks = await chat_stream(client, "[ref chunk=1 itl_ms=1] weather?", **kwargs)
         [call] = streamed_calls(chunks)
         name, arguments, reason = call["name"], call["arguments"], finish(chunks).finish_reason
         assert call["fragments"] > 1

@@ -20,7 +20,9 @@ CHUNKINGS = ["chunk=1", "chunk=random seed=3", "chunk=4"]
 
 @pytest.mark.parametrize("chunking", CHUNKINGS)
 async def test_tool_call_stream_equals_non_stream(client: openai.AsyncOpenAI, chunking: str) -> None:
-    content = f"[ref script=tool {chunking}] What's the weather in Paris?"
+    # chunk=1 is paced: messages that arrive together reach the client as one chunk.
+    pace = " itl_ms=1" if chunking == "chunk=1" else ""
+    content = f"[ref script=tool {chunking}{pace}] What's the weather in Paris?"
     whole = await chat(client, content, tools=[WEATHER])
     chunks = await chat_stream(client, content, tools=[WEATHER])
 
@@ -101,7 +103,8 @@ async def test_stream_reasoning_false_sends_the_reasoning_in_one_chunk(
 ) -> None:
     """SGLang's ``stream_reasoning: false``: each choice's reasoning is held and leaves whole, before its
     text; the text still streams."""
-    content = "[ref script=think chunk=1] Say hello."
+    # Paced tokens: messages that arrive together reach the client as one chunk.
+    content = "[ref script=think chunk=1 itl_ms=2] Say hello."
     streamed = await chat_stream(client, content, n=n)
     held = await chat_stream(client, content, n=n, extra_body={"stream_reasoning": False})
     for index in range(n):
