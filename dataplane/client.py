@@ -441,7 +441,8 @@ def _joined_logprobs(blocks: Sequence[LogprobBlock | None]) -> LogprobBlock | No
 
 def received_ahead(stream: Any) -> Callable[[], bool]:
     """Whether more of ``stream`` (a grpclib client stream) has arrived than has been read: the next
-    message, or the stream's end, can be read without waiting.
+    message (at least its start: a message split over frames brings the rest right behind it), or the
+    stream's end.
 
     Under load a worker's messages queue up in the gateway faster than they are handled; handing those
     that came together to the pipeline as one message makes the per-message work downstream
