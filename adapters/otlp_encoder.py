@@ -27,6 +27,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
+from adapters.tracer import LeanSpan
+
 log = logging.getLogger(__name__)
 
 _SMALL = [bytes([n]) for n in range(128)]
@@ -35,7 +37,8 @@ _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
 # trace_id (field 1, 16 bytes) and span_id (field 2, 8 bytes) in one go: the trace id as two halves.
 _IDS = struct.Struct(">2sQQ2sQ")
-_PARENT = struct.Struct(">2sQ")  # parent_span_id, field 4
+# ... and the parent span's id (field 4) after them.
+_IDS_PARENT = struct.Struct(">2sQQ2sQ2sQ")
 _TIMES = struct.Struct("<cQcQ")  # start and end time, fields 7 and 8 (fixed64)
 _LOW64 = (1 << 64) - 1
 # SpanFlags: the parent's is_remote is known (0x100), and it is remote (0x200).
@@ -150,25 +153,33 @@ _SPAN_FLAGS = b"\x85\x01" + _flags(None)  # field 16 of a span whose parent is l
 _REMOTE_SPAN_FLAGS = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
 
 
-def _trace_state(context: SpanContext) -> str:
-    state = context.trace_state
-    return ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
-
-
 def encode_span(span: ReadableSpan) -> bytes:
-    """One ``Span`` message."""
-    context = span.get_span_context()
-    assert context is not None
-    trace_id = context.trace_id
-    parts = [_IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", context.span_id)]
-    if state := _trace_state(context):
-        parts.append(_text(b"\x1a", state))
-    parent = span.parent
-    if parent is not None:
-        parts.append(_PARENT.pack(b"\x22\x08", parent.span_id))
-    name = _cache.get(("name", span.name)) or _remember(("name", span.name), _text(b"\x2a", span.name))
-    parts += (name, _KIND[span.kind])
-    start, end = span.start_time, span.end_time
+    """One ``Span`` message.
+
+    Written for the gateway's own spans (``LeanSpan``): their fields are read directly, not through the
+    ``ReadableSpan`` properties that copy them, and what every span has goes out in two ``struct`` calls.
+    Any other ``ReadableSpan`` is copied into one first."""
+    s = span if isinstance(span, LeanSpan) else LeanSpan.copy_of(span)
+    assert s._context is not None
+    # A SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid).
+    trace_id, span_id, _, _, state, _ = s._context
+    parent = s._parent
+    if parent is None:
+        ids = _IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)
+    else:
+        ids = _IDS_PARENT.pack(
+            b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id, b"\x22\x08", parent[1]
+        )
+    if state:  # trace_state (field 3) goes between the span's id and its parent's
+        ids = (
+            ids[: _IDS.size]
+            + _text(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items()))
+            + ids[_IDS.size :]
+        )
+    head_key = ("head", s._name, s._kind)  # name and kind (fields 5 and 6)
+    head = _cache.get(head_key) or _remember(head_key, _text(b"\x2a", s._name) + _KIND[s._kind])
+    parts = [ids, head]
+    start, end = s._start_time, s._end_time
     if start and end:
         parts.append(_TIMES.pack(b"\x39", start, b"\x41", end))
     else:
@@ -176,18 +187,20 @@ def encode_span(span: ReadableSpan) -> bytes:
             parts += (b"\x39", _FIXED64.pack(start))
         if end:
             parts += (b"\x41", _FIXED64.pack(end))
-    parts += _attributes(b"\x4a", span.attributes)
-    if span.dropped_attributes:
-        parts += (b"\x50", _varint(span.dropped_attributes))
-    for event in span.events:
+    if s._attributes:
+        parts += _attributes(b"\x4a", s._attributes)
+    dropped_attributes, dropped_events, dropped_links = s._dropped
+    if dropped_attributes:
+        parts += (b"\x50", _varint(dropped_attributes))
+    for event in s._events:
         body = [b"\x09", _FIXED64.pack(event.timestamp), _text(b"\x12", event.name)]
         body += _attributes(b"\x1a", event.attributes)
         if event.dropped_attributes:
             body += (b"\x20", _varint(event.dropped_attributes))
         parts.append(_field(b"\x5a", b"".join(body)))
-    if span.dropped_events:
-        parts += (b"\x60", _varint(span.dropped_events))
-    for link in span.links:
+    if dropped_events:
+        parts += (b"\x60", _varint(dropped_events))
+    for link in s._links:
         body = [b"\x0a\x10", link.context.trace_id.to_bytes(16, "big"), b"\x12\x08"]
         body.append(link.context.span_id.to_bytes(8, "big"))
         body += _attributes(b"\x22", link.attributes)
@@ -195,16 +208,16 @@ def encode_span(span: ReadableSpan) -> bytes:
             body += (b"\x28", _varint(link.dropped_attributes))
         body += (b"\x35", _flags(link.context))
         parts.append(_field(b"\x6a", b"".join(body)))
-    if span.dropped_links:
-        parts += (b"\x70", _varint(span.dropped_links))
-    status = span.status
+    if dropped_links:
+        parts += (b"\x70", _varint(dropped_links))
+    status = s._status
     if status.status_code is StatusCode.UNSET and not status.description:
         parts.append(_UNSET_STATUS)
     else:
         code = status.status_code.value
         message = _text(b"\x12", status.description) if status.description else b""
         parts.append(_field(b"\x7a", message + (b"\x18" + _SMALL[code] if code else b"")))
-    parts.append(_REMOTE_SPAN_FLAGS if parent is not None and parent.is_remote else _SPAN_FLAGS)
+    parts.append(_REMOTE_SPAN_FLAGS if parent is not None and parent[2] else _SPAN_FLAGS)
     return b"".join(parts)
 
 

@@ -18,22 +18,26 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace as trace_api
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes
 
 _UNSET = Status(StatusCode.UNSET)
+_SAMPLED = TraceFlags.SAMPLED
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _INHERITED = TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID  # what a child takes of its parent's flags
@@ -41,51 +45,74 @@ _FLAGS = tuple(TraceFlags(bits) for bits in range(_INHERITED + 1))  # made once,
 
 
 class LeanSpan(trace_api.Span, ReadableSpan):
-    """A recording span that becomes its own ``ReadableSpan`` when it ends."""
+    """A recording span that becomes its own ``ReadableSpan`` when it ends.
+
+    A span sets only what is its own; what most spans keep as they started (no end yet, no events, no
+    links, status unset) are class defaults, replaced on the instance when one changes, and what all
+    spans of a tracer share (resource, scope, processor) are class attributes of the tracer's subclass
+    (``LeanTracer``)."""
+
+    _end_time: int | None = None
+    _events: Sequence[Event] = ()
+    _links: Sequence[Link] = ()
+    _status: Status = _UNSET
+    _instrumentation_info = None
+    _processor: SpanProcessor
+    _ended: Callable[[ReadableSpan], None]  # the processor's on_end, or what it calls
 
     def __init__(
         self,
-        tracer: LeanTracer,
         name: str,
         context: SpanContext,
         parent: SpanContext | None,
         kind: SpanKind,
         attributes: dict[str, Any],
-        links: Sequence[Link],
         start_time: int,
     ) -> None:
-        # ReadableSpan.__init__'s fields, set here: one call less per span.
+        # ReadableSpan.__init__'s fields that differ per span, set here: one call less per span.
         self._name = name
         self._context = context
         self._kind = kind
-        self._instrumentation_info = None
-        self._instrumentation_scope = tracer.scope
         self._parent = parent
         self._start_time = start_time
-        self._end_time: int | None = None
         self._attributes = attributes
-        self._events: Sequence[Event] = ()  # most spans have none: a tuple, replaced when one is added
-        self._links = tuple(links)
-        self._resource = tracer.provider.resource
-        self._status = _UNSET
-        self._processor = tracer.provider.processor
 
     def get_span_context(self) -> SpanContext:
         return self._context  # type: ignore[return-value]
 
-    # Read once per span by the encoder; nothing is ever dropped here (no limits), and the SDK's versions
-    # find that out with three ABC ``isinstance`` checks.
+    # Nothing is ever dropped here (no limits); a copy of another span keeps its counts.
+    _dropped: tuple[int, int, int] = (0, 0, 0)
+
+    @classmethod
+    def copy_of(cls, span: ReadableSpan) -> LeanSpan:
+        """An ended ``LeanSpan`` with the fields of any ``ReadableSpan`` (the OTLP encoder reads ours)."""
+        copy = cls.__new__(cls)
+        copy._name = span.name
+        copy._context = span.get_span_context()
+        copy._kind = span.kind
+        copy._instrumentation_scope = span.instrumentation_scope
+        copy._parent = span.parent
+        copy._start_time = span.start_time
+        copy._end_time = span.end_time
+        copy._attributes = dict(span.attributes or {})
+        copy._events = tuple(span.events)
+        copy._links = tuple(span.links)
+        copy._resource = span.resource
+        copy._status = span.status
+        copy._dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
+        return copy
+
     @property
     def dropped_attributes(self) -> int:
-        return 0
+        return self._dropped[0]
 
     @property
     def dropped_events(self) -> int:
-        return 0
+        return self._dropped[1]
 
     @property
     def dropped_links(self) -> int:
-        return 0
+        return self._dropped[2]
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -143,7 +170,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is None:
             self._end_time = end_time or time.time_ns()
-            self._processor.on_end(self)
+            self._ended(self)
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -154,10 +181,28 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self.end()
 
 
+def _ended(processor: SpanProcessor) -> Callable[[ReadableSpan], None]:
+    """What a span that ends goes to: for the SDK's ``BatchSpanProcessor``, its queue's ``emit`` (its
+    ``on_end`` checks that the span is sampled, then calls it; this tracer records no other spans);
+    should the SDK's internals change shape, ``on_end`` itself."""
+    if isinstance(processor, BatchSpanProcessor):
+        emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
+        if callable(emit):
+            return cast(Callable[[ReadableSpan], None], emit)
+    return processor.on_end
+
+
 class LeanTracer(trace_api.Tracer):
     def __init__(self, provider: LeanTracerProvider, scope: InstrumentationScope) -> None:
         self.provider = provider
         self.scope = scope
+        shared = {
+            "_resource": provider.resource,
+            "_instrumentation_scope": scope,
+            "_processor": provider.processor,
+            "_ended": staticmethod(_ended(provider.processor)),
+        }
+        self._span: type[LeanSpan] = type("LeanSpan", (LeanSpan,), shared)
 
     def start_span(
         self,
@@ -171,21 +216,29 @@ class LeanTracer(trace_api.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
         provider = self.provider
-        parent: SpanContext | None = trace_api.get_current_span(context).get_span_context()
+        # trace_api.get_current_span(context), without its type check: only spans are stored there.
+        current = (get_current() if context is None else context).get(_SPAN_KEY)
+        parent: SpanContext | None = None if current is None else current.get_span_context()  # type: ignore[attr-defined]
         if parent is not None and parent.is_valid:
-            trace_id, state = parent.trace_id, parent.trace_state
+            trace_id, _, _, parent_flags, state, _ = parent
             # Parent-based: the caller decided; its random-trace-id flag carries over.
-            flags = _FLAGS[parent.trace_flags & _INHERITED]
+            flags = _FLAGS[parent_flags & _INHERITED]
         else:
-            parent, state = None, None
+            parent, state = None, DEFAULT_TRACE_STATE
             trace_id = provider.ids.generate_trace_id()
             sampled = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < provider.bound
             flags = _SAMPLED_RANDOM if sampled else _RANDOM
-        span_context = SpanContext(trace_id, provider.ids.generate_span_id(), False, flags, state)
-        if not flags.sampled:
+        # SpanContext(trace_id, span_id, False, flags, state) without re-checking ids that the generator
+        # made valid: the same tuple.
+        span_id = provider.ids.generate_span_id()
+        span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
+        if not flags & _SAMPLED:
             return trace_api.NonRecordingSpan(span_context)
-        started = start_time or time.time_ns()
-        return LeanSpan(self, name, span_context, parent, kind, dict(attributes or {}), links or (), started)
+        span = self._span(name, span_context, parent, kind, dict(attributes) if attributes else {},
+                          start_time or time.time_ns())  # fmt: skip
+        if links:
+            span._links = tuple(links)
+        return span
 
     @_agnosticcontextmanager  # as the API's and the SDK's tracers
     def start_as_current_span(

@@ -20,17 +20,28 @@ import asyncio
 from grpclib.client import Channel, Handler
 from grpclib.protocol import H2Protocol
 from hpack import Encoder
+from hpack.hpack import INDEX_NEVER, encode_integer
 
 # Headers whose value is unique to one request (names as hpack sees them: lower-case bytes).
 UNIQUE_PER_REQUEST = frozenset({b"traceparent"})
+# Each one's representation up to its value's length: never indexed (RFC 7541 §6.2.3), literal name.
+_SHORT_LENGTHS = [bytes((n,)) for n in range(0x7F)]  # a value's length, Huffman bit clear
+_LITERAL_NAMES = {
+    name: INDEX_NEVER + bytes(encode_integer(len(name), 7)) + name for name in UNIQUE_PER_REQUEST
+}
 
 
 class UniqueValueEncoder(Encoder):
     """``hpack.Encoder`` writing ``UNIQUE_PER_REQUEST`` headers as never-indexed, plain literals."""
 
     def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
-        if to_add[0] in UNIQUE_PER_REQUEST:
-            return super().add(to_add, True, False)
+        name, value = to_add
+        if name in UNIQUE_PER_REQUEST:
+            # What ``add`` writes for a never-indexed header that neither table holds (these names are in
+            # no static entry, and never added), without first walking both tables for it.
+            if len(value) < 0x7F:  # the length fits the 7-bit prefix (a traceparent's 55 characters do)
+                return _LITERAL_NAMES[name] + _SHORT_LENGTHS[len(value)] + value
+            return self._encode_literal(name, value, INDEX_NEVER, huffman=False)
         return super().add(to_add, sensitive, huffman)
 
 

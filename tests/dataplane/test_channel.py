@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
 
 from dataplane.channel import UniqueValueEncoder
@@ -45,6 +46,14 @@ def test_trace_context_is_a_plain_never_indexed_literal_and_the_rest_is_indexed(
     # prefix byte, the name's length and name, the value's length and the 55 characters as they are.
     assert sizes[-1] < sizes[0]
     assert sizes[-1] == len(BASE) + 1 + (1 + 1 + len("traceparent") + 1 + 55)
+
+
+@pytest.mark.parametrize("length", [0, 55, 0x7E, 0x7F, 300])
+def test_the_literal_is_what_hpack_itself_writes_for_a_never_indexed_header(length: int) -> None:
+    value = b"0" * length
+    ours = UniqueValueEncoder().encode([(b"traceparent", value)])
+    assert ours == Encoder().encode([(b"traceparent", value, True)], huffman=False)
+    assert Decoder().decode(ours, raw=True) == [(b"traceparent", value)]
 
 
 def test_a_plain_encoder_would_have_filled_its_table_with_dead_trace_ids() -> None:
