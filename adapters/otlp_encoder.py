@@ -25,7 +25,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from adapters.tracer import LeanSpan
 
@@ -43,13 +44,6 @@ _TIMES = struct.Struct("<cQcQ")  # start and end time, fields 7 and 8 (fixed64)
 _LOW64 = (1 << 64) - 1
 # SpanFlags: the parent's is_remote is known (0x100), and it is remote (0x200).
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
-_KIND = {  # field 6, the enum's value
-    SpanKind.INTERNAL: b"\x30\x01",
-    SpanKind.SERVER: b"\x30\x02",
-    SpanKind.CLIENT: b"\x30\x03",
-    SpanKind.PRODUCER: b"\x30\x04",
-    SpanKind.CONSUMER: b"\x30\x05",
-}
 _UNSET_STATUS = b"\x7a\x00"
 # Encoded fields by content: span names, attribute keys and most attribute values repeat from request to
 # request (a model name, a worker address, a finish reason). Cleared when full: a unique value (a request
@@ -154,12 +148,14 @@ _REMOTE_SPAN_FLAGS = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
 
 
 def encode_span(span: ReadableSpan) -> bytes:
-    """One ``Span`` message.
+    """One ``Span`` message."""
+    return _encode_span(span if getattr(span, "_lean", False) else LeanSpan.copy_of(span))  # type: ignore[arg-type]
 
-    Written for the gateway's own spans (``LeanSpan``): their fields are read directly, not through the
+
+def _encode_span(s: LeanSpan) -> bytes:
+    """Written for the gateway's own spans: their fields are read directly, not through the
     ``ReadableSpan`` properties that copy them, and what every span has goes out in two ``struct`` calls.
-    Any other ``ReadableSpan`` is copied into one first."""
-    s = span if isinstance(span, LeanSpan) else LeanSpan.copy_of(span)
+    (Any other ``ReadableSpan`` is copied into a ``LeanSpan`` first.)"""
     assert s._context is not None
     # A SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid).
     trace_id, span_id, _, _, state, _ = s._context
@@ -170,14 +166,15 @@ def encode_span(span: ReadableSpan) -> bytes:
         ids = _IDS_PARENT.pack(
             b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id, b"\x22\x08", parent[1]
         )
-    if state:  # trace_state (field 3) goes between the span's id and its parent's
+    if state is not DEFAULT_TRACE_STATE and state:  # trace_state (field 3): between the ids and the parent's
         ids = (
             ids[: _IDS.size]
             + _text(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items()))
             + ids[_IDS.size :]
         )
-    head_key = ("head", s._name, s._kind)  # name and kind (fields 5 and 6)
-    head = _cache.get(head_key) or _remember(head_key, _text(b"\x2a", s._name) + _KIND[s._kind])
+    kind = s._kind._value_ + 1  # OTLP counts from SPAN_KIND_UNSPECIFIED = 0 (an enum's hash is a Python call)
+    head_key = ("head", s._name, kind)  # name and kind (fields 5 and 6)
+    head = _cache.get(head_key) or _remember(head_key, _text(b"\x2a", s._name) + b"\x30" + _SMALL[kind])
     parts = [ids, head]
     start, end = s._start_time, s._end_time
     if start and end:
@@ -238,18 +235,26 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
 def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     """An ``ExportTraceServiceRequest``: the spans grouped by resource, then by instrumentation scope."""
     groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
+    resource: Resource | None = None
+    scope: InstrumentationScope | None = None
+    members: list[bytes] = []
     for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope
-        if (group := groups.get(id(resource))) is None:
-            group = groups[id(resource)] = (resource, {})
-        if (members := group[1].get(id(scope))) is None:
-            members = group[1][id(scope)] = (scope, [])
-        members[1].append(encode_span(span))
+        lean: LeanSpan = span if getattr(span, "_lean", False) else LeanSpan.copy_of(span)  # type: ignore[assignment]
+        # Spans come in runs of the same resource and scope (one tracer's): looked up when that changes.
+        if lean._resource is not resource or lean._instrumentation_scope is not scope:
+            resource, scope = lean._resource, lean._instrumentation_scope
+            if (group := groups.get(id(resource))) is None:
+                group = groups[id(resource)] = (resource, {})
+            if (found := group[1].get(id(scope))) is None:
+                found = group[1][id(scope)] = (scope, [])
+            members = found[1]
+        encoded = _encode_span(lean)
+        members.append(b"\x12" + _varint(len(encoded)) + encoded)  # ScopeSpans.spans, field 2
     out = []
     for resource, scopes in groups.values():
         body = [_field(b"\x0a", _resource(resource))]
-        for scope, encoded in scopes.values():
-            scope_spans = [_field(b"\x0a", _scope(scope)), *(_field(b"\x12", span) for span in encoded)]
+        for scope, encoded_spans in scopes.values():
+            scope_spans = [_field(b"\x0a", _scope(scope)), *encoded_spans]
             if scope is not None and scope.schema_url:
                 scope_spans.append(_text(b"\x1a", scope.schema_url))
             body.append(_field(b"\x12", b"".join(scope_spans)))

@@ -25,17 +25,19 @@ UNTRACED_PATHS = frozenset({"/health", "/liveness", "/readiness"})
 def tracing_middleware(tracer: Tracer) -> Middleware:
     @web.middleware
     async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in UNTRACED_PATHS:
+        path = request.path
+        if path in UNTRACED_PATHS:
             return await handler(request)
         parent = propagate.extract(request.headers)
+        method = request.method
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else None
-        attributes: dict[str, Any] = {"http.request.method": request.method, "url.path": request.path}
+        attributes: dict[str, Any] = {"http.request.method": method, "url.path": path}
         if route:
             attributes["http.route"] = route
-        name = f"{request.method} {route}" if route else request.method
-        span = tracer.start_span(name, parent, kind=SpanKind.SERVER, attributes=attributes)
-        recording = span.is_recording()
+        span = tracer.start_span(
+            f"{method} {route}" if route else method, parent, SpanKind.SERVER, attributes
+        )
         token = context.attach(trace.set_span_in_context(span, parent))
         try:
             response = await handler(request)
@@ -46,12 +48,13 @@ def tracing_middleware(tracer: Tracer) -> Middleware:
             error_status(span, exc)
             raise
         else:
-            if recording:
-                span.set_attribute("http.response.status_code", response.status)
-                if request_id := request.get(REQUEST_ID):
-                    span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
-                if response.status >= 500:
-                    span.set_status(Status(StatusCode.ERROR, f"HTTP {response.status}"))
+            status = response.status
+            if request_id := request.get(REQUEST_ID):
+                span.set_attributes({"http.response.status_code": status, REQUEST_ID_ATTRIBUTE: request_id})
+            else:
+                span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
             return response
         finally:
             context.detach(token)

@@ -114,7 +114,9 @@ def error_status(span: Span, exc: BaseException) -> None:
 
 def stage(tracing: RequestTrace | None, name: str) -> AbstractContextManager[Span | None]:
     """A child span of the request around one stage; a no-op without tracing or when not sampled."""
-    return _NO_SPAN if tracing is None else tracing.stage(name)
+    if tracing is None or not tracing.sampled:
+        return _NO_SPAN
+    return _Stage(tracing.tracer.start_span(name, tracing.parent))
 
 
 class _Stage:
@@ -141,22 +143,17 @@ class RequestTrace:
     """One request's spans, children of the span that is current when it is made (the adapter's SERVER
     span; without one, each span starts a trace of its own)."""
 
-    __slots__ = ("_attributes", "_carrier", "_parent", "_tracer", "model", "sampled")
+    __slots__ = ("_attributes", "_carrier", "model", "parent", "sampled", "tracer")
 
     def __init__(self, tracer: Tracer, request: GenerateRequest, model: str) -> None:
-        self._tracer = tracer
-        self._parent: Context = otel_context.get_current()
+        self.tracer = tracer
+        self.parent: Context = otel_context.get_current()
         self._carrier = request.trace_carrier
         self.model = model
-        parent = trace.get_current_span(self._parent).get_span_context()
+        parent = trace.get_current_span(self.parent).get_span_context()
         # Sampled out (the parent-based sampler follows the SERVER span): only ``generate`` is made.
         self.sampled = parent.trace_flags.sampled or not parent.is_valid
         self._attributes = _request_attributes(request, model) if self.sampled else {}
-
-    def stage(self, name: str) -> AbstractContextManager[Span | None]:
-        if not self.sampled:
-            return _NO_SPAN
-        return _Stage(self._tracer.start_span(name, self._parent))
 
     def generate(self, host: str, port: int, attempt: int) -> GenerateTrace:
         """The span of one attempt on the worker at ``host:port`` (CLIENT: the gateway calls the engine)."""
@@ -165,8 +162,8 @@ class RequestTrace:
             attributes = self._attributes | {SERVER_ADDRESS: host, SERVER_PORT: port}
             if attempt:
                 attributes[ATTEMPT] = attempt
-        span = self._tracer.start_span(GENERATE, self._parent, kind=SpanKind.CLIENT, attributes=attributes)
-        return GenerateTrace(self._tracer, self._parent, span, self._carrier)
+        span = self.tracer.start_span(GENERATE, self.parent, kind=SpanKind.CLIENT, attributes=attributes)
+        return GenerateTrace(self.tracer, self.parent, span, self._carrier)
 
 
 def _request_attributes(request: GenerateRequest, model: str) -> dict[str, Any]:
@@ -179,14 +176,14 @@ def _request_attributes(request: GenerateRequest, model: str) -> dict[str, Any]:
     }
     if model != request.model:  # asked for by an alias
         attributes[GEN_AI_RESPONSE_MODEL] = model
-    for name, value in (
-        (GEN_AI_MAX_TOKENS, s.max_tokens),
-        (GEN_AI_TEMPERATURE, s.temperature),
-        (GEN_AI_TOP_P, s.top_p),
-        (GEN_AI_TOP_K, s.top_k),
-    ):
-        if value is not None:
-            attributes[name] = value
+    if s.max_tokens is not None:
+        attributes[GEN_AI_MAX_TOKENS] = s.max_tokens
+    if s.temperature is not None:
+        attributes[GEN_AI_TEMPERATURE] = s.temperature
+    if s.top_p is not None:
+        attributes[GEN_AI_TOP_P] = s.top_p
+    if s.top_k is not None:
+        attributes[GEN_AI_TOP_K] = s.top_k
     if s.n != 1:
         attributes[GEN_AI_CHOICE_COUNT] = s.n
     return attributes
@@ -261,7 +258,7 @@ class TracedAssembler(ResponseAssembler):
             self._first = False
             self._generate.span.add_event(FIRST_TOKEN)
             self._generate.start_parse(self._spec)
-        events = super().feed(message)
+        events = ResponseAssembler.feed(self, message)
         # A message is about one choice, and a choice's Finished is the last event it makes.
         if events and type(last := events[-1]) is Finished:
             self._reasons[last.index] = last.reason
@@ -272,7 +269,7 @@ class TracedAssembler(ResponseAssembler):
     def finish(self) -> list[Event]:
         tail = super().finish()
         attributes: dict[str, Any] = {
-            GEN_AI_FINISH_REASONS: tuple(self._reasons[i] for i in sorted(self._reasons)),
+            GEN_AI_FINISH_REASONS: tuple(dict(sorted(self._reasons.items())).values()),  # in choice order
         }
         for usage in tail:
             if isinstance(usage, Usage):
