@@ -16,6 +16,7 @@ leaves out a value OTLP cannot carry, as the SDK's encoder does).
 
 from __future__ import annotations
 
+import random
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from opentelemetry.util.types import Attributes
 
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags.SAMPLED
+_random_bits = random.getrandbits  # what RandomIdGenerator draws ids from
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _INHERITED = TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID  # what a child takes of its parent's flags
@@ -220,7 +222,8 @@ class LeanTracer(trace_api.Tracer):
         # trace_api.get_current_span(context), without its type check: only spans are stored there.
         current = (get_current() if context is None else context).get(_SPAN_KEY)
         parent: SpanContext | None = None if current is None else current.get_span_context()  # type: ignore[attr-defined]
-        if parent is not None and parent.is_valid:
+        # A SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid).
+        if parent is not None and parent[5]:
             trace_id, _, _, parent_flags, state, _ = parent
             # Parent-based: the caller decided; its random-trace-id flag carries over.
             flags = _FLAGS[parent_flags & _INHERITED]
@@ -229,9 +232,9 @@ class LeanTracer(trace_api.Tracer):
             trace_id = provider.ids.generate_trace_id()
             sampled = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < provider.bound
             flags = _SAMPLED_RANDOM if sampled else _RANDOM
-        # SpanContext(trace_id, span_id, False, flags, state) without re-checking ids that the generator
-        # made valid: the same tuple.
-        span_id = provider.ids.generate_span_id()
+        # RandomIdGenerator's span id, without its method call (0 is the one invalid id).
+        span_id = _random_bits(64) or provider.ids.generate_span_id()
+        # SpanContext(trace_id, span_id, False, flags, state) without re-checking ids that are valid.
         span_context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
         if not flags & _SAMPLED:
             return trace_api.NonRecordingSpan(span_context)
