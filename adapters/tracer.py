@@ -51,16 +51,15 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     A span sets only what is its own; what most spans keep as they started (no end yet, no events, no
     links, status unset) are class defaults, replaced on the instance when one changes, and what all
-    spans of a tracer share (resource, scope, processor) are class attributes of the tracer's subclass
-    (``LeanTracer``)."""
+    spans of a tracer share (resource, scope, where they go when they end) are class attributes of the
+    tracer's subclass (``LeanTracer``)."""
 
-    _lean = True  # what the OTLP encoder looks for (an ABC isinstance check costs more)
+    _lean = True  # what the OTLP encoder looks for
     _end_time: int | None = None
     _events: Sequence[Event] = ()
     _links: Sequence[Link] = ()
     _status: Status = _UNSET
     _instrumentation_info = None
-    _processor: SpanProcessor
     _ended: Callable[[ReadableSpan], None]  # the processor's on_end, or what it calls
 
     def __init__(
@@ -202,7 +201,6 @@ class LeanTracer(trace_api.Tracer):
         shared = {
             "_resource": provider.resource,
             "_instrumentation_scope": scope,
-            "_processor": provider.processor,
             "_ended": staticmethod(_ended(provider.processor)),
         }
         self._span: type[LeanSpan] = type("LeanSpan", (LeanSpan,), shared)

@@ -49,6 +49,8 @@ def tracing_middleware(tracer: Tracer) -> Middleware:
             raise
         else:
             status = response.status
+            if not span.is_recording():
+                return response
             if request_id := request.get(REQUEST_ID):
                 span.set_attributes({"http.response.status_code": status, REQUEST_ID_ATTRIBUTE: request_id})
             else:
