@@ -172,7 +172,7 @@ def targets(summary: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any
 
 def render(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    align = [str.ljust, str.ljust, str.rjust, str.rjust, str.rjust]
+    align = [str.ljust, str.ljust, *[str.rjust] * (len(headers) - 2)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines.append("-+-".join("-" * w for w in widths))
     lines += [" | ".join(align[i](str(c), widths[i]) for i, c in enumerate(r)) for r in rows]
