@@ -51,10 +51,10 @@ def tracing_middleware(tracer: Tracer) -> Middleware:
             status = response.status
             if not span.is_recording():
                 return response
+            done: dict[str, Any] = {"http.response.status_code": status}
             if request_id := request.get(REQUEST_ID):
-                span.set_attributes({"http.response.status_code": status, REQUEST_ID_ATTRIBUTE: request_id})
-            else:
-                span.set_attribute("http.response.status_code", status)
+                done[REQUEST_ID_ATTRIBUTE] = request_id
+            span.set_attributes(done)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
             return response

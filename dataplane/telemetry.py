@@ -258,7 +258,7 @@ class TracedAssembler(ResponseAssembler):
             self._first = False
             self._generate.span.add_event(FIRST_TOKEN)
             self._generate.start_parse(self._spec)
-        events = ResponseAssembler.feed(self, message)
+        events = super().feed(message)
         # A message is about one choice, and a choice's Finished is the last event it makes.
         if events and type(last := events[-1]) is Finished:
             self._reasons[last.index] = last.reason
@@ -269,7 +269,7 @@ class TracedAssembler(ResponseAssembler):
     def finish(self) -> list[Event]:
         tail = super().finish()
         attributes: dict[str, Any] = {
-            GEN_AI_FINISH_REASONS: tuple(dict(sorted(self._reasons.items())).values()),  # in choice order
+            GEN_AI_FINISH_REASONS: tuple(reason for _, reason in sorted(self._reasons.items())),
         }
         for usage in tail:
             if isinstance(usage, Usage):
