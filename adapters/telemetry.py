@@ -2,8 +2,8 @@
 data plane uses the API (``dataplane/telemetry.py``) and reaches what is installed here.
 
 ``installed(config.tracing)`` sets the global tracer provider — resource ``service.name=smg`` (or
-``$OTEL_SERVICE_NAME``), parent-based ratio sampling, the SDK's ``BatchSpanProcessor`` in front of the
-SDK's OTLP exporter over gRPC or HTTP/protobuf, each writing its requests with
+``$OTEL_SERVICE_NAME``), parent-based ratio sampling, a batch processor (``adapters/span_batcher.py``) in
+front of the SDK's OTLP exporter over gRPC or HTTP/protobuf, each writing its requests with
 ``adapters/otlp_encoder.py``; the spans themselves are ``adapters/tracer.py``'s, measured several times
 cheaper than the SDK's — and the W3C TraceContext propagator; on exit it flushes and shuts the provider
 down. Unlike SMG 1.13, nothing here depends on the log level.
@@ -12,7 +12,7 @@ Endpoint, protocol and ratio come from the flags, else from the standard variabl
 (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``/``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``/``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_TRACES_SAMPLER_ARG``),
 else SMG's default ``localhost:4317`` over gRPC, every trace sampled. The exporters read their other
-variables themselves (headers, timeout, compression, certificates), and the batch processor its
+variables themselves (headers, timeout, compression, certificates), and the batch processor the
 ``OTEL_BSP_*`` ones.
 """
 
@@ -27,9 +27,10 @@ from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from adapters.span_batcher import SpanBatcher
 from adapters.tracer import LeanTracerProvider
 from dataplane.config import TRACE_PROTOCOLS, TraceProtocol, TracingConfig
 from dataplane.errors import ConfigError
@@ -39,9 +40,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVICE_NAME = "smg"
 DEFAULT_PORTS: Mapping[TraceProtocol, int] = {"grpc": 4317, "http/protobuf": 4318}
 TRACES_PATH = "/v1/traces"
-# Fewer, larger exports than the SDK's 512-span batches: every export wakes the export thread, which then
-# takes the GIL from the event loop, and on bench/tracing.py's non-streamed workload 2048-span batches cost
-# a few points less throughput. ``OTEL_BSP_MAX_QUEUE_SIZE``/``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` still win.
+# Fewer, larger exports than the SDK's 512-span batches: each export takes the GIL from the event loop, and
+# on bench/tracing.py's non-streamed workload 2048-span batches cost a few points less throughput.
+# ``OTEL_BSP_MAX_QUEUE_SIZE``/``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` still win.
 EXPORT_BATCH_SIZE = 2048
 QUEUE_SIZE = 4 * EXPORT_BATCH_SIZE
 
@@ -126,10 +127,11 @@ def tracer_provider(
     """A provider exporting through a batch processor (``span_exporter``: instead of the OTLP one)."""
     resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME})
     ours = not {"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"} & environ.keys()
-    processor = BatchSpanProcessor(
+    processor = SpanBatcher(
         span_exporter or exporter(settings),
-        max_queue_size=QUEUE_SIZE if ours else None,  # None: the SDK reads the variables
+        max_queue_size=QUEUE_SIZE if ours else None,  # None: from the variables
         max_export_batch_size=EXPORT_BATCH_SIZE if ours else None,
+        environ=environ,
     )
     return LeanTracerProvider(resource, settings.sampling_ratio, processor)
 

@@ -1,4 +1,4 @@
-"""A lean OpenTelemetry ``TracerProvider`` for the gateway's hot path, feeding the SDK's span processors.
+"""A lean OpenTelemetry ``TracerProvider`` for the gateway's hot path, feeding a span processor.
 
 Measured on the benchmark's workload (bench/tracing.py), the SDK's own tracer cost ~20-40 µs per span
 (a sampler result, two validated attribute copies, locks and bounded lists per span, a second object at
@@ -6,9 +6,10 @@ the end) and made sampled tracing cost a quarter of the throughput with six span
 are one object each — the span that ends *is* the ``ReadableSpan`` the processor gets — with plain
 attribute dictionaries, and the parent-based ratio sampler is two comparisons.
 
-Everything around it is the SDK's: ``Resource``, the id generator, ``BatchSpanProcessor``, the OTLP
-exporters, the ``TraceIdRatioBased`` arithmetic (so a given trace id is sampled exactly as by
-``ParentBased(TraceIdRatioBased(ratio))``). The data plane still sees only the OpenTelemetry API.
+Everything around it is the SDK's — ``Resource``, the id generator, the OTLP exporters, the
+``TraceIdRatioBased`` arithmetic (so a given trace id is sampled exactly as by
+``ParentBased(TraceIdRatioBased(ratio))``) — but for the batch processor, ``adapters/span_batcher.py``,
+into whose queue an ended span goes with one C call. The data plane still sees only the OpenTelemetry API.
 What it leaves out on purpose: span limits (our spans carry a handful of attributes), ``on_start``
 callbacks (the batch processor has none) and attribute validation (the encoder, adapters/otlp_encoder.py,
 leaves out a value OTLP cannot carry, as the SDK's encoder does).
@@ -21,13 +22,12 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -36,6 +36,8 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes
+
+from adapters.span_batcher import SpanBatcher
 
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags.SAMPLED
@@ -60,7 +62,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     _links: Sequence[Link] = ()
     _status: Status = _UNSET
     _instrumentation_info = None
-    _ended: Callable[[ReadableSpan], None]  # the processor's on_end, or what it calls
+    _ended: Callable[[ReadableSpan], None]  # the processor's queue, or its on_end
 
     def __init__(
         self,
@@ -184,13 +186,10 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
 
 def _ended(processor: SpanProcessor) -> Callable[[ReadableSpan], None]:
-    """What a span that ends goes to: for the SDK's ``BatchSpanProcessor``, its queue's ``emit`` (its
-    ``on_end`` checks that the span is sampled, then calls it; this tracer records no other spans);
-    should the SDK's internals change shape, ``on_end`` itself."""
-    if isinstance(processor, BatchSpanProcessor):
-        emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
-        if callable(emit):
-            return cast(Callable[[ReadableSpan], None], emit)
+    """What a span that ends goes to: ``SpanBatcher``'s queue (one C call), else the processor's
+    ``on_end``."""
+    if isinstance(processor, SpanBatcher):
+        return processor.enqueue
     return processor.on_end
 
 
