@@ -5,8 +5,8 @@ data plane uses the API (``dataplane/telemetry.py``) and reaches what is install
 ``$OTEL_SERVICE_NAME``), parent-based ratio sampling, a batch processor (``adapters/span_batcher.py``) in
 front of the SDK's OTLP exporter over gRPC or HTTP/protobuf, each writing its requests with
 ``adapters/otlp_encoder.py``; the spans themselves are ``adapters/tracer.py``'s, measured several times
-cheaper than the SDK's — and the W3C TraceContext propagator; on exit it flushes and shuts the provider
-down. Unlike SMG 1.13, nothing here depends on the log level.
+cheaper than the SDK's — and the W3C TraceContext propagator (``adapters/trace_context.py``); on exit it
+flushes and shuts the provider down. Unlike SMG 1.13, nothing here depends on the log level.
 
 Endpoint, protocol and ratio come from the flags, else from the standard variables
 (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``/``OTEL_EXPORTER_OTLP_ENDPOINT``,
@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.span_batcher import SpanBatcher
+from adapters.trace_context import TraceContextPropagator
 from adapters.tracer import LeanTracerProvider
 from dataplane.config import TRACE_PROTOCOLS, TraceProtocol, TracingConfig
 from dataplane.errors import ConfigError
@@ -146,7 +146,7 @@ def installed(config: TracingConfig, environ: Mapping[str, str] = os.environ) ->
     settings = export_settings(config, environ)
     provider = tracer_provider(settings, environ)
     trace.set_tracer_provider(provider)
-    propagate.set_global_textmap(TraceContextTextMapPropagator())
+    propagate.set_global_textmap(TraceContextPropagator())
     log.info(
         "tracing: OTLP %s to %s, sampling ratio %g",
         settings.protocol,

@@ -203,7 +203,7 @@ class GenerateTrace:
         self.span = span
         self.parse: Span | None = None
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, trace.set_span_in_context(span))
+        propagate.inject(carrier, trace.set_span_in_context(span, parent))
         # No SDK installed (the span is invalid): the client's own context still goes through.
         self.metadata: Mapping[str, str] = carrier or client_carrier
 
