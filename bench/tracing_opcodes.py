@@ -40,7 +40,8 @@ COUNT_SECONDS = 4.0
 # Tracing's own code. The rest of the request moves by tens of opcodes per file between states anyway
 # (how many worker messages arrive together depends on timing), which adds up to ~±1,000 in the total.
 TRACING_CODE = (
-    "adapters/tracer.py", "adapters/tracing.py", "adapters/otlp_encoder.py", "dataplane/telemetry.py",
+    "adapters/tracer.py", "adapters/tracing.py", "adapters/otlp_encoder.py", "adapters/trace_context.py",
+    "adapters/span_batcher.py", "dataplane/telemetry.py",
     "dataplane/channel.py", "opentelemetry/",
 )  # fmt: skip
 
