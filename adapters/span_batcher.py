@@ -9,9 +9,9 @@ thread: it looks at the queue every ``POLL_SECONDS`` and exports when a batch is
 has waited the schedule delay, which is what the SDK's processor does.
 
 Settings and their meanings are the SDK's: ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_QUEUE_SIZE``,
-``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, ``OTEL_BSP_EXPORT_TIMEOUT`` (the SDK does not use the last one either:
-exporters have their own timeouts). When the queue is full the oldest spans are dropped, as by the SDK,
-and the export thread says so in the log.
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (``OTEL_BSP_EXPORT_TIMEOUT`` is unused, as by the SDK: the exporters
+have their own timeouts). When the queue is full the oldest spans are dropped, as by the SDK, and the
+export thread says so in the log.
 """
 
 from __future__ import annotations

@@ -73,9 +73,9 @@ def test_a_full_batch_leaves_without_waiting_for_the_schedule_delay() -> None:
 
 def test_a_partial_batch_leaves_after_the_schedule_delay() -> None:
     exporter = Recorder()
-    batcher = SpanBatcher(exporter, max_queue_size=100, max_export_batch_size=50, schedule_delay_millis=200)
+    batcher = SpanBatcher(exporter, max_queue_size=100, max_export_batch_size=50, schedule_delay_millis=800)
     spans(batcher, 3)
-    time.sleep(0.1)
+    time.sleep(0.2)
     assert exporter.batches == []
     until(lambda: exporter.batches == [["s0", "s1", "s2"]])
     batcher.shutdown()
