@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVICE_NAME = "smg"
 DEFAULT_PORTS: Mapping[TraceProtocol, int] = {"grpc": 4317, "http/protobuf": 4318}
 TRACES_PATH = "/v1/traces"
-# Fewer, larger exports than the SDK's 512-span batches: each export takes the GIL from the event loop, and
-# on bench/tracing.py's non-streamed workload over OTLP/gRPC sampling cost 7-10 % of throughput with
-# 2048-span batches, 11.7 % with 512 (2026-11-28; over OTLP/HTTP no difference beyond the noise).
+# Fewer, larger exports than the SDK's 512-span batches: each export takes the GIL from the event loop.
+# On bench/tracing.py's non-streamed workload sampling cost 7-12 % of throughput over OTLP/gRPC with
+# 2048-span batches and 11.7 % with 512 (2026-11-28): no clear difference, so the fewer exports.
 # ``OTEL_BSP_MAX_QUEUE_SIZE``/``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` still win.
 EXPORT_BATCH_SIZE = 2048
 QUEUE_SIZE = 4 * EXPORT_BATCH_SIZE
