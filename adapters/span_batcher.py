@@ -11,7 +11,9 @@ has waited the schedule delay, which is what the SDK's processor does.
 Settings and their meanings are the SDK's: ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_QUEUE_SIZE``,
 ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (``OTEL_BSP_EXPORT_TIMEOUT`` is unused, as by the SDK: the exporters
 have their own timeouts). When the queue is full the oldest spans are dropped, as by the SDK, and the
-export thread says so in the log.
+export thread says so in the log. Left out: the SDK processor's own metrics
+(``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``) and re-starting the thread in a forked child (the gateway
+never forks).
 """
 
 from __future__ import annotations
